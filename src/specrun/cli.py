@@ -1,0 +1,256 @@
+"""The ``specrun`` command. Each subcommand is a thin shell around one stage.
+
+Exit codes: 0 success; 1 the specs are invalid / differ / the run failed;
+2 usage errors (click's own); 123 fmt could not format; 130 / 143 a run was
+interrupted by SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from specrun.diagnostics import SpecError, render
+
+
+def _spec_paths(paths, suffix=".train") -> list[str]:
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out += sorted(str(f) for f in path.rglob(f"*{suffix}"))
+        else:
+            out.append(str(path))
+    return out
+
+
+def _complete_specs(ctx, param, incomplete):
+    from click.shell_completion import CompletionItem
+
+    base = Path(incomplete).parent if incomplete else Path(".")
+    candidates = list(base.glob("*.train")) + list(Path("specs").glob("*.train"))
+    return [CompletionItem(str(p)) for p in sorted(set(candidates)) if str(p).startswith(incomplete)]
+
+
+def _complete_profiles(ctx, param, incomplete):
+    from click.shell_completion import CompletionItem
+
+    spec = ctx.params.get("spec")
+    if not spec:
+        return []
+    try:
+        from specrun.document import locate
+        from specrun.parse import parse, read_source
+
+        names = locate(parse(read_source(spec), spec)).profiles
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="specrun")
+def main():
+    """specrun: a training run as a reviewable file.
+
+    \b
+      specrun validate specs/*.train
+      specrun plan specs/sha256_bitnet.train --profile smoke
+      specrun run specs/sha256_bitnet.train --profile smoke
+    """
+
+
+# ---- validate ------------------------------------------------------------------------
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), shell_complete=_complete_specs)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
+              help="How to print problems: for people, for tools, or as GitHub annotations.")
+def validate(paths, fmt):
+    """Check specs (and every profile in them) without running anything.
+
+    \b
+    Example:
+      specrun validate specs/*.train --format github
+    Exit 0 when all are valid, 1 when any is not.
+    """
+    from specrun.check import check_all_profiles
+    from specrun.parse import parse, read_source
+
+    diagnostics, sources = [], {}
+    files = _spec_paths(paths)
+    for path in files:
+        try:
+            text = read_source(path)
+            sources[path] = text
+            diagnostics += check_all_profiles(parse(text, path))
+        except SpecError as err:
+            diagnostics += err.diagnostics
+            sources.update(err.sources)
+    if diagnostics:
+        click.echo(render(sorted(diagnostics, key=lambda d: d.sort_key()), sources, fmt))
+        if fmt == "text":
+            bad = len({d.span.path for d in diagnostics})
+            click.echo(f"\n{len(diagnostics)} problem(s) in {bad} of {len(files)} file(s)", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo("[]")
+    elif fmt == "text":
+        click.echo(f"{len(files)} spec(s) valid")
+
+
+# ---- fmt --------------------------------------------------------------------------------
+
+@main.command("fmt")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(), shell_complete=_complete_specs)
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 if any file would change.")
+@click.option("--diff", "show_diff", is_flag=True, help="Print a unified diff instead of writing.")
+def fmt_command(paths, check, show_diff):
+    """Rewrite specs in the canonical layout, keeping comments.
+
+    \b
+    Example:
+      specrun fmt specs/            # rewrite in place
+      specrun fmt --check specs/    # CI: exit 1 if anything would change
+    Exit 0, 1 when --check finds a change, 123 when a file cannot be formatted.
+    """
+    import difflib
+
+    from specrun.fmt import FormatError, format_source
+    from specrun.parse import read_source
+
+    changed, failed = [], False
+    for path in _spec_paths(paths):
+        try:
+            text = read_source(path)
+            out = format_source(text, path)
+        except SpecError as err:
+            click.echo(err.render(), err=True)
+            failed = True
+            continue
+        except FormatError as err:
+            click.echo(f"error: {err}", err=True)
+            failed = True
+            continue
+        if out == text:
+            continue
+        changed.append(path)
+        if show_diff:
+            click.echo("".join(difflib.unified_diff(
+                text.splitlines(True), out.splitlines(True), f"a/{path}", f"b/{path}")), nl=False)
+        elif check:
+            click.echo(f"would reformat {path}")
+        else:
+            _write_atomic(path, out)
+            click.echo(f"reformatted {path}")
+    if failed:
+        sys.exit(123)
+    if changed and (check or show_diff):
+        sys.exit(1)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- diff -----------------------------------------------------------------------------------
+
+@main.command("diff")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--git", "git_mode", is_flag=True,
+              help="Called by git as an external diff driver (7 arguments); always exits 0.")
+def diff_command(files, git_mode):
+    """Semantic differences between two specs: `path: old -> new`.
+
+    \b
+    Example:
+      specrun diff specs/savant.train runs/savant/ID/spec.train
+    As a git diff driver (see README):
+      git config diff.specrun.command "specrun diff --git"
+    Exit 0 when they mean the same, 1 when they differ.
+    """
+    from specrun.diff import diff
+    from specrun.parse import parse, read_source
+
+    if git_mode:
+        if len(files) < 7:
+            raise click.UsageError("--git expects git's 7 arguments: path old-file old-hex old-mode new-file ...")
+        name, a, b = files[0], files[1], files[4]
+    elif len(files) != 2:
+        raise click.UsageError("diff takes two spec files")
+    else:
+        name, a, b = None, files[0], files[1]
+
+    def load(path):
+        if path == "/dev/null":
+            return None
+        return parse(read_source(path), name or path)
+
+    try:
+        old, new = load(a), load(b)
+    except SpecError as err:
+        click.echo(err.render(), err=True)
+        sys.exit(0 if git_mode else 2)
+    if old is None or new is None:
+        click.echo(f"{name}: {'new file' if old is None else 'deleted'}")
+        sys.exit(0)
+    lines = diff(old, new)
+    if git_mode:
+        click.echo(f"specrun diff a/{name} b/{name}")
+    for line in lines:
+        click.echo(line)
+    sys.exit(0 if git_mode or not lines else 1)
+
+
+# ---- plan -------------------------------------------------------------------------------------
+
+def _load_plan(spec, profile, sets):
+    from specrun.check import load
+    from specrun.plan import build_plan
+
+    try:
+        return build_plan(load(spec, profile, tuple(sets)))
+    except SpecError as err:
+        click.echo(err.render(), err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(), shell_complete=_complete_specs)
+@click.option("--profile", "-p", help="Apply a profile defined in the spec.", shell_complete=_complete_profiles)
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a setting (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(spec, profile, sets, as_json):
+    """Show the compiled plan: defaults filled, units resolved, phases laid out.
+
+    \b
+    Example:
+      specrun plan specs/savant.train --set optimizer.lr=1e-5
+    """
+    from specrun.report import describe_plan
+
+    compiled = _load_plan(spec, profile, sets)
+    if as_json:
+        click.echo(json.dumps(compiled.to_json(), indent=2))
+    else:
+        click.echo(describe_plan(compiled))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

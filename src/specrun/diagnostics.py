@@ -1,0 +1,139 @@
+"""Diagnostics: every problem a user can cause, tied to where they caused it.
+
+Rendered like a compiler does it::
+
+    specs/x.train:12:8: error[E203]: lr must be greater than 0, got -0.001
+       12 |     lr -1e-3
+          |        ^^^^^
+       = hint: a typical AdamW learning rate is 1e-4 .. 3e-4
+
+Codes are stable (tests and CI annotations match on them); docs/errors.md
+lists them all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from specrun.syntax import Span
+
+CODES = {
+    "E100": "syntax error",
+    "E101": "unexpected character",
+    "E102": "unterminated string",
+    "E103": "file is not UTF-8 text",
+    "E104": "empty spec",
+    "E105": "nesting too deep",
+    "E106": "file too large",
+    "E107": "reserved word used as a name",
+    "E108": "setting without a value",
+    "E200": "unknown setting",
+    "E201": "wrong type",
+    "E202": "wrong unit",
+    "E203": "value out of range",
+    "E204": "missing setting",
+    "E205": "duplicate setting",
+    "E206": "not one of the allowed values",
+    "E300": "unknown component",
+    "E400": "unknown name in expression",
+    "E401": "unknown function",
+    "E402": "unknown phase or axis",
+    "E403": "duplicate phase or axis",
+    "E404": "wrong arguments",
+    "E405": "expression of the wrong kind",
+    "E500": "override targets no setting",
+    "E501": "unknown profile",
+    "E502": "malformed --set",
+    "E600": "settings contradict each other",
+    "E900": "cannot read file",
+}
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    span: Span
+    hint: str | None = None
+
+    def sort_key(self):
+        return (self.span.path, self.span.line, self.span.col, self.code, self.message)
+
+
+class SpecError(Exception):
+    """One or more diagnostics; raised by parse and check, rendered by the CLI."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
+        self.sources = dict(sources or {})
+        super().__init__(self.diagnostics[0].message if self.diagnostics else "invalid spec")
+
+    def render(self, fmt: str = "text") -> str:
+        return render(self.diagnostics, self.sources, fmt)
+
+
+def _excerpt(diag: Diagnostic, sources: dict[str, str]) -> list[str]:
+    text = sources.get(diag.span.path)
+    if text is None:
+        return []
+    lines = text.splitlines()
+    if not 1 <= diag.span.line <= len(lines):
+        return []
+    line = lines[diag.span.line - 1].expandtabs(4)
+    if len(line) > 160:  # a pathological one-line file must not flood the terminal
+        start = max(0, diag.span.col - 60)
+        line = line[start:start + 160]
+        col = diag.span.col - start
+    else:
+        col = diag.span.col
+    width = 1
+    if diag.span.end_line == diag.span.line and diag.span.end_col > diag.span.col:
+        width = diag.span.end_col - diag.span.col
+    width = max(1, min(width, len(line) - col + 2))
+    gutter = str(diag.span.line)
+    pad = " " * len(gutter)
+    printable = "".join(ch if ch.isprintable() else "?" for ch in line)
+    return [f" {gutter} | {printable}", f" {pad} | {' ' * (col - 1)}{'^' * width}"]
+
+
+def render_text(diag: Diagnostic, sources: dict[str, str]) -> str:
+    out = [f"{diag.span}: error[{diag.code}]: {diag.message}"]
+    out += _excerpt(diag, sources)
+    if diag.hint:
+        out.append(f"  = hint: {diag.hint}")
+    return "\n".join(out)
+
+
+def _github_escape(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def render(diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(
+            [
+                {
+                    "path": d.span.path, "line": d.span.line, "col": d.span.col,
+                    "end_line": d.span.end_line, "end_col": d.span.end_col,
+                    "code": d.code, "message": d.message, "hint": d.hint,
+                }
+                for d in diagnostics
+            ],
+            indent=2,
+        )
+    if fmt == "github":
+        return "\n".join(
+            f"::error file={d.span.path},line={d.span.line},col={d.span.col},"
+            f"endLine={d.span.end_line},endColumn={d.span.end_col},title={d.code}::"
+            + _github_escape(d.message + (f" (hint: {d.hint})" if d.hint else ""))
+            for d in diagnostics
+        )
+    return "\n\n".join(render_text(d, sources) for d in diagnostics)
+
+
+def did_you_mean(word: str, options) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

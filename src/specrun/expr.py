@@ -1,0 +1,213 @@
+"""The expression language: which functions exist, what names mean, how to evaluate.
+
+One small language serves every decision taken during a run: phase promotion,
+early stopping, time switches and expectations. This module is torch-free:
+``check`` uses ``FUNCTIONS`` and ``refs`` to validate, the engine uses
+``evaluate`` with a ``Context`` of plain numbers and metric histories.
+
+Missing data is not an error: before the first validation ``val.loss`` is
+unknown, any comparison with it is false, and a gate that reads it waits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from specrun import syntax as s
+from specrun.values import BYTE_UNITS, TIME_UNITS
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    series_first: bool  # first argument must be a metric series (train.x / val.x)
+    min_args: int
+    max_args: int
+    kwargs: tuple[str, ...] = ()
+    doc: str = ""
+
+
+FUNCTIONS = {f.name: f for f in (
+    Function("mean", True, 2, 2, doc="mean(series, n): mean of the last n values"),
+    Function("ema", True, 2, 2, doc="ema(series, alpha): exponential moving average"),
+    Function("min", True, 1, 2, doc="min(series[, n]): smallest of the last n (or all) values"),
+    Function("max", True, 1, 2, doc="max(series[, n]): largest of the last n (or all) values"),
+    Function("first", True, 1, 1, doc="first(series): the first value recorded"),
+    Function("last", True, 1, 1, doc="last(series): the latest value (same as the bare name)"),
+    Function("best", True, 1, 1, doc="best(series): min for losses/perplexity, max otherwise"),
+    Function("count", True, 1, 1, doc="count(series): how many values were recorded"),
+    Function("plateau", True, 1, 1, ("patience", "min_delta", "mode"),
+             doc="plateau(series, patience=3, min_delta=0.01): no improvement by min_delta "
+                 "over the best for `patience` consecutive values"),
+    Function("reached", False, 1, 1, doc="reached(axis.phase): that axis is at or past that phase"),
+    Function("abs", False, 1, 1, doc="abs(x)"),
+)}
+
+CONTEXT_NAMES = {
+    "step": "optimizer steps taken",
+    "epoch": "epochs completed (fractional)",
+    "phase.steps": "steps in the current phase (promotion gates only)",
+    "phase.epochs": "epochs in the current phase (promotion gates only)",
+    "phase.index": "index of the current phase (promotion gates only)",
+    "lr": "current learning rate of the first parameter group",
+}
+
+LOWER_IS_BETTER = ("loss", "perplexity", "error")
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
+
+
+def walk(expr):
+    """Every node of an expression, parents first."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, s.BinOp):
+            stack += [node.right, node.left]
+        elif isinstance(node, (s.Not, s.Neg)):
+            stack.append(node.operand)
+        elif isinstance(node, s.Call):
+            stack += [v for _, v in reversed(node.kwargs)] + list(reversed(node.args))
+
+
+def series_refs(expr) -> set[str]:
+    """The metric series an expression reads (``train.loss``, ``val.accuracy``)."""
+    return {n.dotted for n in walk(expr) if isinstance(n, s.Ref) and n.parts[0] in ("train", "val")}
+
+
+# ---- evaluation ----------------------------------------------------------------
+
+@dataclass
+class Context:
+    """What a gate sees at one moment of the run."""
+
+    scalars: dict[str, float] = field(default_factory=dict)  # step, epoch, phase.steps, lr
+    series: dict[str, deque] = field(default_factory=dict)  # "train.loss" -> recent values
+    firsts: dict[str, float] = field(default_factory=dict)  # first value of each series
+    bests: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    emas: dict[tuple, float] = field(default_factory=dict)  # (series, alpha) -> running ema
+    phase_reached: Callable[[str], bool] | None = None
+
+
+def _num(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _window(ctx: Context, name: str, n: int | None):
+    values = ctx.series.get(name) or ()
+    if n is None:
+        return list(values)
+    return list(values)[-int(n):] if len(values) >= int(n) else None
+
+
+def _plateau(ctx: Context, name: str, patience: int, min_delta: float, mode: str | None) -> bool:
+    """True when none of the last `patience` values beat the best before them by min_delta."""
+    values = list(ctx.series.get(name) or ())
+    if len(values) <= patience:
+        return False
+    lower = lower_is_better(name) if mode is None else mode == "min"
+    before, recent = values[:-patience], values[-patience:]
+    best = min(before) if lower else max(before)
+    if lower:
+        return all(v > best - min_delta for v in recent)
+    return all(v < best + min_delta for v in recent)
+
+
+def _call(node: s.Call, ctx: Context):
+    name = node.name
+    if name == "reached":
+        target = node.args[0]
+        return bool(ctx.phase_reached and ctx.phase_reached(target.dotted))
+    if name == "abs":
+        x = evaluate(node.args[0], ctx)
+        return None if x is None else abs(x)
+    series = node.args[0].dotted
+    extra = [evaluate(a, ctx) for a in node.args[1:]]
+    kw = {k: evaluate(v, ctx) for k, v in node.kwargs}
+    values = ctx.series.get(series) or ()
+    if name == "count":
+        return ctx.counts.get(series, 0)
+    if name == "first":
+        return ctx.firsts.get(series)
+    if name == "last":
+        return values[-1] if values else None
+    if name == "best":
+        return ctx.bests.get(series)
+    if name == "ema":
+        return ctx.emas.get((series, float(extra[0])))
+    if name == "plateau":
+        return _plateau(ctx, series, int(kw.get("patience", 3)), float(kw.get("min_delta", 0.0)),
+                        kw.get("mode"))
+    window = _window(ctx, series, extra[0] if extra else None)
+    if not window:
+        return None
+    if name == "mean":
+        return sum(window) / len(window)
+    if name == "min":
+        return min(window)
+    if name == "max":
+        return max(window)
+    raise KeyError(name)  # check() guarantees this cannot happen
+
+
+_ARITH = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+          "/": lambda a, b: a / b if b else math.inf}
+_COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def literal(node) -> float | str | bool:
+    if isinstance(node, s.Quantity):
+        if node.unit in BYTE_UNITS:
+            return node.value * BYTE_UNITS[node.unit]
+        if node.unit in TIME_UNITS:
+            return node.value * TIME_UNITS[node.unit]
+        return node.value  # steps/epochs compare as plain counts
+    return node.value
+
+
+def evaluate(node, ctx: Context):
+    """The value of an expression; None where data is missing (comparisons then fail)."""
+    if isinstance(node, (s.Number, s.String, s.Bool, s.Quantity)):
+        return literal(node)
+    if isinstance(node, s.Ref):
+        name = node.dotted
+        if name in ctx.scalars:
+            return _num(ctx.scalars[name])
+        values = ctx.series.get(name)
+        return values[-1] if values else None
+    if isinstance(node, s.Call):
+        return _call(node, ctx)
+    if isinstance(node, s.Not):
+        return not bool(evaluate(node.operand, ctx))
+    if isinstance(node, s.Neg):
+        x = evaluate(node.operand, ctx)
+        return None if x is None else -x
+    op = node.op
+    if op == "and":
+        return bool(evaluate(node.left, ctx)) and bool(evaluate(node.right, ctx))
+    if op == "or":
+        return bool(evaluate(node.left, ctx)) or bool(evaluate(node.right, ctx))
+    left, right = evaluate(node.left, ctx), evaluate(node.right, ctx)
+    if left is None or right is None:
+        return False if op in _COMPARE else None
+    return (_COMPARE.get(op) or _ARITH[op])(left, right)
+
+
+def explain(node, ctx: Context) -> dict[str, float | None]:
+    """The values an expression read: logged with a promotion or a broken expectation."""
+    out = {}
+    for n in walk(node):
+        if isinstance(n, (s.Call, s.Ref)) and not (isinstance(n, s.Call) and n.name == "reached"):
+            from specrun.fmt import format_expr
+
+            value = evaluate(n, ctx)
+            out[format_expr(n)] = value if not isinstance(value, float) else round(value, 6)
+    return out

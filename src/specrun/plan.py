@@ -1,0 +1,246 @@
+"""build_plan: a checked Spec -> the Plan the engine executes.
+
+The plan is the spec with every default filled in, units resolved where the
+spec alone decides them (``5%`` of 80,000 steps -> 4,000 steps; ``10GB`` ->
+bytes; ``30s`` -> seconds), the curriculum laid out as axes of phases, and the
+gates gathered in one place. Spans in epochs stay symbolic until the engine
+knows how many steps an epoch has (that depends on the data).
+
+It serialises to JSON (``plan.json`` in the run directory). Torch-free.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+from dataclasses import asdict, dataclass, field
+
+from specrun import catalog as cat
+from specrun.check import Spec, component_params, spec_schema
+from specrun.fmt import to_json
+from specrun.values import Gate, IntRange, Qty
+
+
+@dataclass
+class Phase:
+    name: str
+    set: dict
+    promote: Gate | None
+
+
+@dataclass
+class Axis:
+    name: str
+    phases: list[Phase]
+
+
+@dataclass
+class Switch:
+    """A feature a gate turns on: ``model.memory.enable when step > 5000``."""
+
+    target: str  # "model"
+    name: str  # "memory.enable", passed to set_switch
+    gate: Gate
+
+
+@dataclass
+class Plan:
+    name: str
+    spec_hash: str
+    seed: int
+    settings: dict  # the whole spec, defaults filled, quantities resolved (see module doc)
+    components: dict  # kind -> {"type": name, "impl": path, "params": {...}}
+    axes: list[Axis]
+    switches: list[Switch]
+    estimates: dict = field(default_factory=dict)
+    resolved: dict = field(default_factory=dict)  # "schedule.warmup" -> "5% of 80,000 steps"
+    profile: str | None = None
+    overrides: tuple = ()
+    source: str = ""
+
+    # -- conveniences the engine and `specrun plan` read -------------------------------
+
+    @property
+    def batch(self) -> int:
+        return self.settings["batch"]
+
+    @property
+    def accumulate(self) -> int:
+        return self.settings["accumulate"]
+
+    @property
+    def world_size(self) -> int:
+        dist = self.settings.get("distributed") or {}
+        return dist.get("nproc_per_node", 1) * dist.get("nnodes", 1)
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch * self.accumulate * self.world_size
+
+    def section(self, name: str) -> dict:
+        return self.settings.get(name) or {}
+
+    def to_json(self) -> dict:
+        out = {
+            "name": self.name, "spec_hash": self.spec_hash, "seed": self.seed,
+            "profile": self.profile, "overrides": list(self.overrides), "source": self.source,
+            "batch": {"micro": self.batch, "accumulate": self.accumulate, "world_size": self.world_size,
+                      "per_rank": self.batch * self.accumulate, "global": self.effective_batch},
+            "components": self.components,
+            "curriculum": [{"axis": a.name, "phases": [
+                {"name": p.name, "set": p.set, "promote": p.promote} for p in a.phases]} for a in self.axes],
+            "switches": [asdict(s) for s in self.switches],
+            "settings": self.settings,
+            "estimates": self.estimates,
+            "resolved": self.resolved,
+        }
+        return to_json(out)
+
+
+# ---- defaults -------------------------------------------------------------------------
+
+def _resolve_ref(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        node = root
+        for part in schema["$ref"][2:].split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def fill_defaults(value, schema: dict, root: dict):
+    """A copy of ``value`` with every absent property that has a default filled in."""
+    schema = _resolve_ref(schema, root)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        out = dict(value)
+        for key, sub in props.items():
+            sub = _resolve_ref(sub, root)
+            if key in out:
+                out[key] = fill_defaults(out[key], sub, root)
+            elif "default" in sub:
+                out[key] = _default(sub["default"], sub)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [fill_defaults(v, schema["items"], root) for v in value]
+    return value
+
+
+def _default(value, schema: dict):
+    if schema.get("type") in ("duration", "bytes", "span") and isinstance(value, str):
+        from specrun.parse import _QUANTITY
+
+        m = _QUANTITY.match(value)
+        return Qty(float(m["number"]) if "." in m["number"] else int(m["number"]), m["unit"])
+    return copy.deepcopy(value)
+
+
+# ---- units --------------------------------------------------------------------------------
+
+def resolve_span(value, total_steps: int | None, steps_per_epoch: int | None = None):
+    """A span -> optimizer steps where it can be known; else the Qty unchanged."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, Qty):
+        return value
+    unit = value.span_unit
+    if unit == "steps":
+        return int(value.value)
+    if unit == "%" and total_steps:
+        return int(round(total_steps * value.value / 100))
+    if unit == "epochs" and steps_per_epoch:
+        return int(round(value.value * steps_per_epoch))
+    return value
+
+
+def _resolve_units(value):
+    """bytes -> int, durations -> float seconds; spans stay for resolve_span."""
+    if isinstance(value, dict):
+        return {k: _resolve_units(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_units(v) for v in value]
+    if isinstance(value, Qty) and value.dimension == "bytes":
+        return value.bytes
+    if isinstance(value, Qty) and value.dimension == "duration":
+        return value.seconds
+    if isinstance(value, IntRange):
+        return [value.lo, value.hi]
+    return value
+
+
+def _pull_switches(kind: str, params: dict, prefix: tuple = ()) -> tuple[dict, list[Switch]]:
+    """Gates inside component params become switches the engine drives."""
+    out, switches = {}, []
+    for k, v in params.items():
+        if isinstance(v, Gate):
+            switches.append(Switch(kind, ".".join(prefix + (k,)), v))
+        elif isinstance(v, dict):
+            inner, more = _pull_switches(kind, v, prefix + (k,))
+            out[k] = inner
+            switches += more
+        else:
+            out[k] = v
+    return out, switches
+
+
+# ---- the plan ---------------------------------------------------------------------------------
+
+def build_plan(spec: Spec) -> Plan:
+    root = spec_schema()
+    data = dict(spec.data)
+    for section in ("precision", "nonfinite", "checkpoint", "log"):
+        data.setdefault(section, {"type": "fp32"} if section == "precision" else {})
+    settings = fill_defaults(data, root, root)
+    components, switches = {}, []
+    for kind in cat.KINDS:
+        comp = cat.lookup(kind, settings[kind]["type"])
+        params = fill_defaults(component_params(settings, kind), comp.params, comp.params)
+        params, more = _pull_switches(kind, _resolve_units(params))
+        switches += more
+        components[kind] = {"type": comp.name, "impl": comp.impl, "params": params}
+    total = settings.get("max_steps")
+    settings = _resolve_units({k: v for k, v in settings.items() if k not in cat.KINDS})
+    resolved = {}
+    for section, key in (("schedule", "warmup"), ("validation", "every"), ("checkpoint", "every"),
+                         ("log", "every"), ("memory", "check_every")):
+        if key in settings.get(section, {}):
+            written = settings[section][key]
+            settings[section][key] = resolve_span(written, total)
+            if isinstance(written, Qty) and written.span_unit == "%" and total:
+                resolved[f"{section}.{key}"] = f"{written} of {total:,} steps"
+    for exp in settings.get("expect", []):
+        if "by" in exp:
+            exp["by"] = resolve_span(exp["by"], total)
+    axes = _axes(settings.get("curriculum") or {})
+    plan = Plan(
+        name=spec.name, spec_hash=spec.hash, seed=settings.get("seed", 0), settings=settings,
+        components=components, axes=axes, switches=switches, profile=spec.profile,
+        overrides=spec.overrides, source=spec.path, resolved=resolved,
+    )
+    plan.estimates = _estimates(plan)
+    return plan
+
+
+def _axes(curriculum: dict) -> list[Axis]:
+    raw = curriculum.get("axes") or ([{"name": "curriculum", "phases": curriculum["phases"]}]
+                                     if curriculum.get("phases") else [])
+    return [Axis(a["name"], [Phase(p["name"], p.get("set", {}), p.get("promote")) for p in a["phases"]])
+            for a in raw]
+
+
+def _estimates(plan: Plan) -> dict:
+    out = {"python": platform.python_version()}
+    model = cat.lookup("model", plan.components["model"]["type"])
+    estimator = model.extra.get("estimate") if model else None
+    if estimator:  # a torch-free "module:function(params, task_params) -> int"
+        from importlib import import_module
+
+        mod, _, fn = estimator.partition(":")
+        try:
+            out["parameters"] = getattr(import_module(mod), fn)(
+                plan.components["model"]["params"], plan.components["task"]["params"])
+        except Exception as exc:  # an estimate must never stop a plan from printing
+            out["parameters_error"] = str(exc)
+    return out

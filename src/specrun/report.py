@@ -1,0 +1,84 @@
+"""How a Plan reads to a person (``specrun plan``)."""
+
+from __future__ import annotations
+
+from specrun.fmt import format_expr
+from specrun.plan import Plan
+from specrun.values import Qty, describe
+
+
+def _n(x) -> str:
+    return f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else describe(x)
+
+
+def _params(params: dict) -> str:
+    return "  ".join(f"{k}={describe(v)}" for k, v in params.items()) or "(defaults)"
+
+
+def _span(value, total) -> str:
+    if isinstance(value, Qty):
+        return f"{value} (resolved when the epoch length is known)"
+    return f"{_n(value)} steps"
+
+
+def describe_plan(plan: Plan) -> str:
+    st = plan.settings
+    total = st.get("max_steps")
+    lines = [f"spec {plan.name}   hash {plan.spec_hash}"
+             + (f"   profile {plan.profile}" if plan.profile else "")
+             + (f"   overrides {', '.join(plan.overrides)}" if plan.overrides else "")]
+    for kind in ("task", "model", "loss", "optimizer"):
+        comp = plan.components[kind]
+        extra = ""
+        if kind == "model" and "parameters" in plan.estimates:
+            extra = f"   (~{plan.estimates['parameters']:,} parameters)"
+        lines.append(f"{kind:<11}{comp['type']}{extra}")
+        lines.append(f"{'':<11}{_params(comp['params'])}")
+    ws = plan.world_size
+    lines.append(f"{'batch':<11}{plan.batch} per micro-batch x {plan.accumulate} accumulated"
+                 + (f" x {ws} processes" if ws > 1 else "")
+                 + f" = {plan.effective_batch} samples per optimizer step"
+                 + (f" ({plan.batch * plan.accumulate} per rank)" if ws > 1 else ""))
+    if total:
+        length = f"{_n(total)} optimizer steps"
+    elif st.get("max_epochs"):
+        length = f"{st['max_epochs']} epochs"
+    else:
+        length = "until a stop gate holds or the run is interrupted"
+    lines.append(f"{'length':<11}{length}")
+    sched = st.get("schedule") or {"type": "constant"}
+    text = sched["type"]
+    if sched.get("warmup"):
+        raw = plan.resolved.get("schedule.warmup")
+        text += f", warmup {raw + ' = ' if raw else ''}{_span(sched['warmup'], total)}"
+        if sched.get("warmup_start"):
+            text += f" from {sched['warmup_start']} x lr"
+    if "min_ratio" in sched:
+        text += f", floor {sched['min_ratio']} x lr"
+    if "eta_min" in sched:
+        text += f", down to {sched['eta_min']}"
+    lines.append(f"{'schedule':<11}{text}")
+    prec = st.get("precision") or {"type": "fp32"}
+    lines.append(f"{'precision':<11}{_params(prec)}")
+    lines.append(f"{'device':<11}{st.get('device')}   compile={describe(st.get('compile'))}"
+                 f"   gradient_checkpointing={describe(st.get('gradient_checkpointing'))}")
+    if plan.axes:
+        lines.append("curriculum")
+        for axis in plan.axes:
+            lines.append(f"  axis {axis.name}")
+            for i, phase in enumerate(axis.phases, 1):
+                sets = "  ".join(f"{k}.{kk}={describe(vv)}" for k, v in phase.set.items() for kk, vv in v.items())
+                gate = f"promote when {format_expr(phase.promote.expr)}" if phase.promote else "final phase"
+                lines.append(f"    {i}. {phase.name:<10} {sets}")
+                lines.append(f"       {gate}")
+    for sw in plan.switches:
+        lines.append(f"{'switch':<11}{sw.target}.{sw.name} when {format_expr(sw.gate.expr)}")
+    if st.get("stop"):
+        lines.append(f"{'stop':<11}when {st['stop']}")
+    for exp in st.get("expect", []):
+        by = f" by step {_n(exp['by'])}" if "by" in exp else " (always)"
+        lines.append(f"{'expect':<11}{exp['expr']}{by}")
+    for section in ("validation", "checkpoint", "memory", "log", "distributed", "profiler"):
+        if st.get(section):
+            lines.append(f"{section:<11}{_params(st[section])}")
+    return "\n".join(lines)

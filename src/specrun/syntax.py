@@ -1,0 +1,195 @@
+"""The syntax tree of a .train file: frozen dataclasses, a Span on every node.
+
+Values are what a setting holds (``lr 1e-4``); expressions are what a gate
+evaluates (``promote when mean(train.accuracy, 100) >= 0.95``). The two share
+literal node types. ``shape()`` strips spans so trees can be compared for
+equality regardless of layout: the formatter's proof of equivalence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Union
+
+
+@dataclass(frozen=True)
+class Span:
+    path: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+# ---- literals (values and expressions) ---------------------------------------
+
+@dataclass(frozen=True)
+class Number:
+    value: int | float
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Quantity:
+    value: int | float
+    unit: str
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Bool:
+    value: bool
+    span: Span
+
+
+# ---- values ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Name:
+    """An identifier, possibly dotted: ``ternary``, ``val.loss``."""
+
+    parts: tuple[str, ...]
+    span: Span
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class List:
+    items: tuple["Value", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive integer range ``3..16``."""
+
+    lo: Number
+    hi: Number
+    span: Span
+
+
+Value = Union[Number, Quantity, String, Bool, Name, List, Range]
+
+
+# ---- expressions -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ref:
+    """A name the run supplies: ``step``, ``phase.steps``, ``train.loss``."""
+
+    parts: tuple[str, ...]
+    span: Span
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple["Expr", ...]
+    kwargs: tuple[tuple[str, "Expr"], ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # and or + - * / < <= > >= == !=
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    span: Span
+
+
+Expr = Union[Number, Quantity, String, Bool, Ref, Call, BinOp, Not, Neg]
+
+
+# ---- statements --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Block:
+    items: tuple["Statement", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Setting:
+    """``key value``, ``key value { ... }``, ``key { ... }`` or ``key when expr``."""
+
+    key: tuple[str, ...]
+    key_span: Span
+    value: Value | None
+    block: Block | None
+    gate: Expr | None
+    span: Span
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.key)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """``expect EXPR [by SPAN]``: a sanity expectation that fails the run early."""
+
+    expr: Expr
+    by: Value | None
+    span: Span
+
+
+Statement = Union[Setting, Expect]
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str  # including the leading '#'
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class Document:
+    items: tuple[Statement, ...]
+    comments: tuple[Comment, ...]
+    path: str
+    source: str
+
+
+def shape(node):
+    """The node without spans or source text: equal shapes mean equal meaning."""
+    if isinstance(node, (tuple, list)):
+        return tuple(shape(n) for n in node)
+    if isinstance(node, Document):
+        return ("Document", shape(node.items))
+    if is_dataclass(node):
+        skip = {"span", "key_span", "text"}
+        return (type(node).__name__,) + tuple(
+            shape(getattr(node, f.name)) for f in fields(node) if f.name not in skip
+        )
+    return node

@@ -1,0 +1,111 @@
+"""Plain values of a checked spec: what a setting means, without where it was written.
+
+``Qty``, ``IntRange`` and ``Gate`` are the spec types beyond JSON's own; the
+JSON Schema names them ``bytes``/``duration``/``span``, ``range`` and ``gate``
+(see ``check.py``). Equality ignores layout, so two specs that differ only in
+spacing or comments compare equal: ``specrun diff`` builds on that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specrun import syntax as s
+
+BYTE_UNITS = {
+    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}
+TIME_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+SPAN_UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs", "%": "%"}
+
+
+@dataclass(frozen=True)
+class Qty:
+    value: int | float
+    unit: str
+
+    @property
+    def dimension(self) -> str:
+        if self.unit in BYTE_UNITS:
+            return "bytes"
+        if self.unit in TIME_UNITS:
+            return "duration"
+        return "span"
+
+    @property
+    def bytes(self) -> int:
+        return int(self.value * BYTE_UNITS[self.unit])
+
+    @property
+    def seconds(self) -> float:
+        return float(self.value) * TIME_UNITS[self.unit]
+
+    @property
+    def span_unit(self) -> str:
+        """steps, epochs or % (singular and plural spellings mean the same)."""
+        return SPAN_UNITS[self.unit]
+
+    def __str__(self) -> str:
+        value = self.value
+        text = f"{value:_}" if isinstance(value, int) and abs(value) >= 10_000 else str(value)
+        if self.unit in BYTE_UNITS or self.unit in TIME_UNITS or self.unit == "%":
+            return f"{text}{self.unit}"
+        return f"{text} {self.unit[:-1] if self.value == 1 else self.unit}"
+
+
+@dataclass(frozen=True)
+class IntRange:
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return f"{self.lo}..{self.hi}"
+
+
+@dataclass(frozen=True, eq=False)
+class Gate:
+    """An expression evaluated during the run (after ``when`` or ``expect``)."""
+
+    expr: s.Expr
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Gate) and s.shape(self.expr) == s.shape(other.expr)
+
+    def __hash__(self) -> int:
+        return hash(s.shape(self.expr))
+
+    def __str__(self) -> str:
+        from specrun.fmt import format_expr
+
+        return format_expr(self.expr)
+
+
+def plain(value: s.Value):
+    """A syntax value -> its plain meaning."""
+    if isinstance(value, (s.Number, s.Bool, s.String)):
+        return value.value
+    if isinstance(value, s.Quantity):
+        return Qty(value.value, SPAN_UNITS.get(value.unit, value.unit))
+    if isinstance(value, s.Name):
+        return value.dotted
+    if isinstance(value, s.List):
+        return [plain(v) for v in value.items]
+    if isinstance(value, s.Range):
+        return IntRange(value.lo.value, value.hi.value)
+    raise TypeError(f"not a value: {value!r}")
+
+
+def describe(value) -> str:
+    """How a plain value reads in messages and diffs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + ", ".join(describe(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{...}"
+    if value is None:
+        return "(unset)"
+    return str(value)
