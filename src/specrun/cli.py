@@ -252,5 +252,55 @@ def plan(spec, profile, sets, as_json):
         click.echo(describe_plan(compiled))
 
 
+# ---- run ------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("spec", type=click.Path(), shell_complete=_complete_specs)
+@click.option("--profile", "-p", help="Apply a profile defined in the spec.", shell_complete=_complete_profiles)
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a setting (repeatable).")
+@click.option("--run-dir", type=click.Path(), help="Run directory (default runs/<spec>/<run-id>).")
+@click.option("--new", is_flag=True, help="Start a fresh run even when the spec says `resume latest`.")
+@click.option("--allow-spec-change", is_flag=True, help="Resume although the spec changed since the run began.")
+@click.option("--profile-trace", is_flag=True, help="Record a torch.profiler trace into the run directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No console output but errors.")
+def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, quiet):
+    """Train: execute the spec's plan on the generic engine.
+
+    \b
+    Example:
+      specrun run specs/sha256_bitnet.train --profile smoke
+      specrun run specs/savant.train --set optimizer.lr=1e-5 --new
+    Exit 0 finished, 1 failed (reason on the last line), 130/143 interrupted (state saved).
+    """
+    from specrun.check import load
+    from specrun.plan import build_plan
+
+    try:
+        checked = load(spec, profile, tuple(sets))
+    except SpecError as err:
+        click.echo(err.render(), err=True)
+        sys.exit(1)
+    from specrun.engine.distributed import launch_if_needed
+
+    compiled = build_plan(checked)
+    launched = launch_if_needed(compiled, sys.argv)
+    if launched is not None:
+        sys.exit(launched)
+    from specrun.engine.execute import Options, execute
+
+    opts = Options(run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
+                   profile_trace=profile_trace)
+    outcome = execute(compiled, checked.data, opts, dist=_dist_from_env(compiled))
+    line = f"{outcome.status}: {outcome.message}"
+    click.echo(line, err=outcome.code != 0)
+    sys.exit(outcome.code)
+
+
+def _dist_from_env(compiled):
+    from specrun.engine.distributed import from_environment
+
+    return from_environment(compiled)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

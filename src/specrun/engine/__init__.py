@@ -1,0 +1,1 @@
+"""The engine: one generic loop that executes a Plan (see docs/architecture.md)."""

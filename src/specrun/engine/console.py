@@ -1,0 +1,60 @@
+"""Console output: event lines for people, a live progress line on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Console:
+    def __init__(self, quiet: bool = False, stream=None, enabled: bool = True, text_log=None):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet or not enabled
+        self.live = not self.quiet and self.stream.isatty()
+        self.text_log = text_log  # path of the spec's `log.text`, appended to
+        self._line_open = False
+        self._last_draw = 0.0
+
+    def say(self, message: str) -> None:
+        if self.text_log is not None:
+            with open(self.text_log, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        if self.quiet:
+            return
+        if self._line_open:
+            self.stream.write("\r\x1b[2K")
+            self._line_open = False
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+    def progress(self, phase: str, step: int, total: int | None, rate: float, loss: float | None,
+                 key: tuple[str, float] | None) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        if now - self._last_draw < 0.2:  # a terminal redraw per step would cost more than a tiny step
+            return
+        self._last_draw = now
+        parts = [phase, f"step {step}" + (f"/{total}" if total else ""), f"{rate:.1f} steps/s"]
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if key is not None:
+            parts.append(f"{key[0]} {key[1]:.4f}")
+        if total and rate > 0:
+            parts.append(f"ETA {_duration((total - step) / rate)}")
+        self.stream.write("\r\x1b[2K" + " | ".join(parts))
+        self.stream.flush()
+        self._line_open = True
+
+    def close(self) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False

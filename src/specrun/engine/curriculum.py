@@ -1,0 +1,96 @@
+"""The curriculum: independent axes of phases, each promoted by its own gate.
+
+The task (and model, optimizer) see the merged ``set`` parameters of every
+axis's current phase; later axes win on a clash, in the order the spec lists
+them. Promotion is checked after every optimizer step, one phase at a time,
+so a gate that already holds in the next phase promotes on the next step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specrun import expr as ex
+from specrun.plan import Axis
+
+
+@dataclass
+class AxisState:
+    index: int = 0
+    start_step: int = 0
+    start_micro: int = 0  # micro-batch index when the phase began (phase.epochs)
+
+
+@dataclass
+class Promotion:
+    axis: str
+    old: str
+    new: str
+    values: dict  # what the gate read when it passed
+
+
+class Curriculum:
+    def __init__(self, axes: list[Axis]):
+        self.axes = axes
+        self.states = [AxisState() for _ in axes]
+
+    def __bool__(self) -> bool:
+        return bool(self.axes)
+
+    def phase(self, i: int):
+        return self.axes[i].phases[self.states[i].index]
+
+    def phase_names(self) -> dict[str, str]:
+        return {axis.name: self.phase(i).name for i, axis in enumerate(self.axes)}
+
+    def merged(self) -> dict[str, dict]:
+        """{"task": {...}, "model": {...}, ...}: what the current phases apply."""
+        out: dict[str, dict] = {}
+        for i in range(len(self.axes)):
+            for target, params in self.phase(i).set.items():
+                out.setdefault(target, {}).update(params)
+        return out
+
+    def reached(self, dotted: str) -> bool:
+        axis_name, _, phase_name = dotted.rpartition(".")
+        for i, axis in enumerate(self.axes):
+            if axis_name in ("", axis.name):
+                names = [p.name for p in axis.phases]
+                if phase_name in names:
+                    return self.states[i].index >= names.index(phase_name)
+        return False
+
+    def gate_context(self, ctx: ex.Context, i: int, step: int, micro: int, per_epoch: int | None) -> None:
+        st = self.states[i]
+        ctx.scalars["phase.steps"] = step - st.start_step
+        ctx.scalars["phase.index"] = st.index
+        ctx.scalars["phase.epochs"] = (micro - st.start_micro) / per_epoch if per_epoch else 0.0
+        ctx.phase_reached = self.reached
+
+    def check(self, ctx: ex.Context, step: int, micro: int, per_epoch: int | None) -> list[Promotion]:
+        """Promote every axis whose gate holds now; return what moved."""
+        moved = []
+        for i, axis in enumerate(self.axes):
+            phase = self.phase(i)
+            if phase.promote is None or self.states[i].index + 1 >= len(axis.phases):
+                continue
+            self.gate_context(ctx, i, step, micro, per_epoch)
+            if ex.evaluate(phase.promote.expr, ctx):
+                values = ex.explain(phase.promote.expr, ctx)
+                self.states[i] = AxisState(self.states[i].index + 1, step, micro)
+                moved.append(Promotion(axis.name, phase.name, self.phase(i).name, values))
+        return moved
+
+    def restart(self, step: int, micro: int) -> None:
+        """Back to each axis's first phase (the sha256 document's start_round rule)."""
+        self.states = [AxisState(0, step, micro) for _ in self.axes]
+
+    def state_dict(self) -> dict:
+        return {"axes": [[a.name, s.index, s.start_step, s.start_micro] for a, s in zip(self.axes, self.states)]}
+
+    def load_state_dict(self, state: dict) -> None:
+        by_name = {name: (idx, start, micro) for name, idx, start, micro in state["axes"]}
+        for i, axis in enumerate(self.axes):
+            if axis.name in by_name:
+                idx, start, micro = by_name[axis.name]
+                self.states[i] = AxisState(min(idx, len(axis.phases) - 1), start, micro)

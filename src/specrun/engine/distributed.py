@@ -1,0 +1,126 @@
+"""Beyond one process: PyTorch's own engine (torchrun, DDP, FSDP), not a new one.
+
+``specrun run`` re-launches itself through ``torch.distributed.run`` when the
+spec's ``distributed`` block asks for more than one process and it is not
+already running under a launcher; under torchrun (or a cluster launcher that
+sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR) each process joins the
+process group here. Only rank 0 writes logs and checkpoints; every decision
+that gates read (skips, promotions, stops) is taken on values reduced across
+ranks, so all ranks take the same branch and none waits forever.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from specrun.plan import Plan
+
+
+def launch_if_needed(plan: Plan, argv: list[str]) -> int | None:
+    """Start torchrun for a multi-process spec; None when this process should train itself."""
+    dist = plan.settings.get("distributed") or {}
+    if plan.world_size <= 1 or "WORLD_SIZE" in os.environ:
+        return None
+    cmd = [sys.executable, "-m", "torch.distributed.run",
+           f"--nproc_per_node={dist.get('nproc_per_node', 1)}", f"--nnodes={dist.get('nnodes', 1)}"]
+    if dist.get("nnodes", 1) > 1 or dist.get("rdzv_endpoint"):
+        cmd += [f"--rdzv_backend={dist.get('rdzv_backend', 'c10d')}",
+                f"--rdzv_endpoint={dist.get('rdzv_endpoint', 'localhost:29400')}",
+                f"--rdzv_id={dist.get('rdzv_id', plan.name)}"]
+    else:
+        cmd += ["--standalone"]
+    env = dict(os.environ)
+    if "--run-dir" not in argv:
+        from specrun.engine.rundir import new_run_id
+
+        env.setdefault("SPECRUN_RUN_ID", new_run_id())  # every rank names the same new run
+    cmd += ["-m", "specrun.cli"] + argv[1:]
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:  # torchrun forwards the signal to the ranks, which save and exit
+        return 130
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: object
+    strategy: str
+
+    def wrap(self, model):
+        import torch
+
+        if self.strategy == "fsdp":
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            return FSDP(model, device_id=self.device if self.device.type == "cuda" else None,
+                        use_orig_params=True)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def all_agree(self, flag: bool) -> bool:
+        """True only if every rank says True (a skip on one rank is a skip on all)."""
+        import torch
+        import torch.distributed as td
+
+        t = torch.tensor([1 if flag else 0], device=self._comm_device())
+        td.all_reduce(t, op=td.ReduceOp.MIN)
+        return bool(t.item())
+
+    def mean_floats(self, values: dict[str, float]) -> dict[str, float]:
+        import torch
+        import torch.distributed as td
+
+        names = sorted(values)
+        t = torch.tensor([float(values[n]) for n in names], dtype=torch.float64, device=self._comm_device())
+        td.all_reduce(t)
+        return dict(zip(names, (t / self.world_size).tolist()))
+
+    def mean(self, values: dict):
+        import torch
+        import torch.distributed as td
+
+        names = sorted(values)
+        t = torch.stack([values[n].float().reshape(()) for n in names]).to(self._comm_device())
+        td.all_reduce(t)
+        return dict(zip(names, t / self.world_size))
+
+    def _comm_device(self):
+        import torch
+
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def close(self) -> None:
+        import torch.distributed as td
+
+        if td.is_initialized():
+            td.destroy_process_group()
+
+
+def from_environment(plan: Plan) -> Dist | None:
+    """Join the process group when a launcher started this process; None when alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    import torch
+    import torch.distributed as td
+
+    settings = plan.settings.get("distributed") or {}
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and settings.get("backend") != "gloo"
+    backend = settings.get("backend", "auto")
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    if cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not td.is_initialized():
+        td.init_process_group(backend=backend)
+    return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"))

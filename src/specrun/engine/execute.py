@@ -1,0 +1,239 @@
+"""execute: a Plan -> a finished (or failed, or interrupted) run directory.
+
+Decides where the run lives (a new directory, or the latest run of the spec
+when the spec says ``resume latest``), refuses to resume across a spec change
+unless told to, wires signals, sets up, resumes, trains, and always closes the
+task (its worker processes and shared memory) whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from specrun import expr as ex
+from specrun import syntax as s
+from specrun.engine.checkpoint import Checkpointer, CheckpointError, load_file
+from specrun.engine.console import Console
+from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
+from specrun.engine.rundir import CsvLog, RunDir, latest_run, new_run_id, read_status, runs_root
+from specrun.engine.setup import SetupError, setup
+from specrun.engine.state import restore
+from specrun.fmt import format_data
+from specrun.plan import Plan
+
+
+@dataclass
+class Options:
+    run_dir: str | None = None
+    new: bool = False
+    allow_spec_change: bool = False
+    quiet: bool = False
+    runs_base: str = "runs"
+    profile_trace: bool = False  # --profile-trace: torch.profiler regardless of the spec
+
+
+class SpecChanged(RuntimeError):
+    pass
+
+
+def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
+    from specrun.diff import diff
+    from specrun.parse import parse
+
+    old = parse(old_spec.read_text(encoding="utf-8"), str(old_spec))
+    new = parse(format_data(spec_data), "(this spec)")
+    return diff(old, new)
+
+
+def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[RunDir, Path | None]:
+    """(run directory, checkpoint to resume from or None)."""
+    resume = plan.settings["checkpoint"]["resume"]
+    if opts.run_dir:
+        path = Path(opts.run_dir)
+    elif resume == "latest" and not opts.new:
+        path = latest_run(plan.name, opts.runs_base)
+        if path is None or not Checkpointer(path / "checkpoints", 1, "", None, "").candidates():
+            path = None
+    else:
+        path = None
+    if path is None:
+        path = runs_root(plan.name, opts.runs_base) / new_run_id()
+        start = Path(resume) if resume not in ("latest", "none") else None
+        return RunDir(path), start
+    if (path / "plan.json").exists() and resume != "none":
+        old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
+        if old_hash != plan.spec_hash:
+            lines = _spec_diff(path / "spec.train", plan, spec_data)
+            if not opts.allow_spec_change:
+                raise SpecChanged(
+                    f"the spec changed since run {path} began:\n  " + "\n  ".join(lines or ["(layout only)"])
+                    + "\nresume anyway with --allow-spec-change, or start fresh with --new")
+            say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
+        return RunDir(path), path / "checkpoints"
+    return RunDir(path), None
+
+
+def metric_columns(run) -> list[str]:
+    from specrun import catalog as cat
+
+    task = list(getattr(run.task, "metric_names", ()))
+    model = cat.lookup("model", run.plan.components["model"]["type"])
+    model_metrics = list(model.metrics) if model else []
+    include = run.plan.settings["log"].get("include", [])
+    cols = ["step", "epoch", "segment"] + [f"phase.{a.name}" for a in run.plan.axes]
+    cols += ["train.loss", "train.grad_norm", "train.lr"] + [f"train.{m}" for m in task + model_metrics]
+    if "perplexity" in include:
+        cols.append("train.perplexity")
+    if run.plan.settings.get("validation"):
+        cols += ["val.loss"] + [f"val.{m}" for m in task + model_metrics]
+        if "perplexity" in include and "perplexity" not in task:
+            cols.append("val.perplexity")
+    cols += ["skipped", "steps_per_s"]
+    cols += [c for flag, c in (("ram", "ram_gb"), ("gpu_memory", "gpu_peak_gb")) if flag in include]
+    return cols + ["time"]
+
+
+def _threshold(run) -> float:
+    """The number the current promotion gate compares a metric against (1.0 when none: unreachable)."""
+    if not run.curriculum:
+        return 1.0
+    phase = run.curriculum.phase(0)
+    if phase.promote is None:
+        return 1.0
+    for node in ex.walk(phase.promote.expr):
+        if isinstance(node, s.BinOp) and node.op in (">=", ">") and ex.series_refs(node.left) \
+                and isinstance(node.right, s.Number):
+            return node.right.value
+    return 1.0
+
+
+def extra_csv(run):
+    """The spec's own CSV (``log { csv "logs/training.log"  columns [...] }``): name or name:source."""
+    from specrun.engine.guard import GB, used_bytes
+
+    spec = run.plan.settings["log"]
+    if not spec.get("csv") or not run.main:
+        return None
+    columns = spec.get("columns") or ["step", "loss:train.loss", "phase"]
+    pairs = [(c.split(":", 1) + [c])[:2] if ":" in c else (c, c) for c in columns]
+    log = CsvLog(run.dir.path / spec["csv"], [name for name, _ in pairs])
+
+    def source(src: str, row: dict):
+        if src in row:
+            return row[src]
+        if src == "phase":
+            return run.curriculum.states[0].index if run.curriculum else 0
+        if src == "threshold":
+            return _threshold(run)
+        if src == "ram_gb":
+            return round(used_bytes("system") / GB, 3)
+        if src.startswith(("task.", "model.", "optimizer.")):
+            target, _, key = src.partition(".")
+            merged = run.curriculum.merged().get(target, {})
+            return merged.get(key, run.plan.components[target]["params"].get(key))
+        return row.get(f"train.{src}")
+
+    return lambda row: log.write({name: source(src, row) for name, src in pairs})
+
+
+def _install_signals(interrupt: Interrupt):
+    previous = {}
+
+    def handler(signum, frame):
+        if interrupt.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C: stop now, unsaved
+        interrupt.signal = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread)
+            pass
+    return previous
+
+
+def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
+    main = dist is None or dist.rank == 0
+    console = Console(quiet=opts.quiet, enabled=main)
+    run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say)
+    run_dir.main = main
+    fresh = not (run_dir.path / "plan.json").exists()
+    if fresh:
+        run_dir.create(format_data(spec_data), plan.to_json())
+    if main and plan.settings["log"].get("text"):
+        console.text_log = run_dir.path / plan.settings["log"]["text"]
+    interrupt = Interrupt()
+    previous = _install_signals(interrupt)
+    run = None
+    try:
+        run = setup(plan, run_dir, console, dist)
+        for note in run.precision.notes:
+            console.say(f"note: {note}")
+            run_dir.event("note", 0, message=note)
+        _resume(run, resume_from, console)
+        run.csv = CsvLog(run_dir.path / "metrics.csv", metric_columns(run), enabled=main)
+        run_dir.set_status(status="running", spec=plan.name, started=read_status(run_dir.path).get("started")
+                           or __import__("time").time(), step=run.counters.step,
+                           phases=run.curriculum.phase_names(), segment=run.counters.segment)
+        run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
+        outcome = _with_profiler(run, opts, lambda: train(run, interrupt, extra_csv(run)))
+    except (RunFailed, SetupError, CheckpointError, SpecChanged) as exc:
+        outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)
+    except KeyboardInterrupt:
+        outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",
+                          run.counters.step if run else 0)
+    finally:
+        if run is not None:
+            run.task.close()
+        console.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if run_dir.path.exists():
+        run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
+                           phases=run.curriculum.phase_names() if run else {})
+        run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
+    return outcome
+
+
+def _resume(run, resume_from: Path | None, console: Console) -> None:
+    if resume_from is None:
+        return
+    ck = run.plan.settings["checkpoint"]
+
+    def warn(message: str) -> None:
+        console.say(f"warning: {message}")
+        run.dir.event("warning", 0, message=message)
+
+    if resume_from.is_dir():
+        found = run.checkpointer.load_latest(warn) if resume_from == run.checkpointer.dir else \
+            Checkpointer(resume_from, 1, "", None, "").load_latest(warn)
+        if found is None:
+            raise CheckpointError(f"no loadable checkpoint in {resume_from}")
+        state, path = found
+    else:
+        state, path = load_file(resume_from), resume_from
+
+    def reset(kind: str, message: str) -> None:
+        warn(message)
+        run.dir.event(kind, state["counters"]["step"], message=message)
+
+    restore(run, state, ck["resume_phase"], reset)
+    run.counters.segment += 1
+    names = run.curriculum.phase_names()
+    console.say(f"resumed from {path} at step {run.counters.step}"
+                + (f", phases {', '.join(f'{a}={p}' for a, p in names.items())}" if names else "")
+                + (" (resume_phase start)" if ck["resume_phase"] == "start" else ""))
+    run.dir.event("resume", run.counters.step, checkpoint=str(path), phases=names,
+                  resume_phase=ck["resume_phase"])
+
+
+def _with_profiler(run, opts: Options, body):
+    prof = run.plan.settings.get("profiler") or {}
+    if not (prof.get("enabled") or opts.profile_trace) or not run.main:
+        return body()
+    from specrun.engine.profiling import profiled
+
+    return profiled(run, prof, body)

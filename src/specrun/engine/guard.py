@@ -1,0 +1,83 @@
+"""The memory guard: the sha256 document's "active RAM defense".
+
+Every ``check_every`` steps it reads RAM with psutil: the machine's used
+memory (``scope system``) or this process's resident set (``scope process``).
+Over the limit, it runs the spec's actions in order (collect garbage, empty
+device caches, pause, re-check), stopping as soon as a re-check finds memory
+under the limit, and reports what happened. If memory is still over after
+the last action, ``still_over`` decides: continue, or save and stop.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+GB = 1e9
+
+
+def used_bytes(scope: str) -> int:
+    if scope == "process":
+        return psutil.Process().memory_info().rss
+    return psutil.virtual_memory().used
+
+
+@dataclass
+class GuardReport:
+    over: bool
+    used_before: int
+    used_after: int
+    actions: list[str] = field(default_factory=list)
+    still_over: bool = False
+
+
+class MemoryGuard:
+    def __init__(self, settings: dict, empty_cache, sleep=time.sleep, measure=used_bytes):
+        self.limit = settings.get("ram_limit")
+        self.scope = settings.get("scope", "system")
+        self.every = settings.get("check_every") or 10
+        self.actions = settings.get("actions", [])
+        self.pause = settings.get("pause", 30.0)
+        self.still_over_action = settings.get("still_over", "continue")
+        self._empty_cache = empty_cache
+        self._sleep = sleep
+        self._measure = measure
+
+    @property
+    def active(self) -> bool:
+        return bool(self.limit)
+
+    def due(self, step: int) -> bool:
+        return self.active and step % self.every == 0
+
+    def check(self, say) -> GuardReport:
+        used = self._measure(self.scope)
+        if used <= self.limit:
+            return GuardReport(False, used, used)
+        say(f"[memory guard] RAM {used / GB:.2f} GB over the {self.limit / GB:.2f} GB limit ({self.scope})")
+        report = GuardReport(True, used, used)
+        for action in self.actions:
+            report.actions.append(action)
+            if action == "collect_garbage":
+                gc.collect()
+                say("[memory guard] collected garbage")
+            elif action == "empty_cache":
+                self._empty_cache()
+                say("[memory guard] emptied device caches")
+            elif action == "pause":
+                say(f"[memory guard] pausing {self.pause:g}s to let memory drain")
+                self._sleep(self.pause)
+            elif action == "recheck":
+                report.used_after = self._measure(self.scope)
+                if report.used_after <= self.limit:
+                    say(f"[memory guard] cooled down to {report.used_after / GB:.2f} GB")
+                    return report
+        report.used_after = self._measure(self.scope)
+        report.still_over = report.used_after > self.limit
+        if report.still_over:
+            say(f"[memory guard] still {report.used_after / GB:.2f} GB after {', '.join(self.actions)}; "
+                f"{'saving and stopping' if self.still_over_action == 'save_and_stop' else 'continuing'}")
+        return report

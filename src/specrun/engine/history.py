@@ -1,0 +1,91 @@
+"""Metric histories: what gates read, kept small and saved in every checkpoint.
+
+Each series (``train.loss``, ``val.accuracy``) keeps a bounded window of recent
+values plus the running aggregates the expression functions need (first,
+best, count, each requested EMA). The window is as long as the longest
+``mean(x, n)`` / ``plateau(x, patience)`` in the plan asks for, so gates see
+exactly what they would have seen in an uninterrupted run after a resume.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from specrun import expr as ex
+from specrun import syntax as s
+
+
+def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]]]:
+    """How many recent values each series needs, and which EMAs are read."""
+    sizes: dict[str, int] = {}
+    emas: set[tuple[str, float]] = set()
+    for gate in gates:
+        for node in ex.walk(gate.expr):
+            if not (isinstance(node, s.Call) and node.args and isinstance(node.args[0], s.Ref)):
+                continue
+            name = node.args[0].dotted
+            need = 1
+            if node.name in ("mean", "min", "max") and len(node.args) > 1:
+                need = int(ex.literal(node.args[1]))
+            elif node.name in ("min", "max"):
+                need = 10_000  # min/max over everything: bounded so a checkpoint stays small
+            elif node.name == "plateau":
+                kw = dict(node.kwargs)
+                need = 10_000  # plateau compares against the best so far
+                if "patience" in kw:
+                    need = max(int(ex.literal(kw["patience"])) + 1, 2)
+            elif node.name == "ema":
+                emas.add((name, float(ex.literal(node.args[1]))))
+            sizes[name] = max(sizes.get(name, 1), need)
+        for node in ex.walk(gate.expr):
+            if isinstance(node, s.Ref) and node.parts[0] in ("train", "val"):
+                sizes.setdefault(node.dotted, 1)
+    return sizes, emas
+
+
+class History:
+    def __init__(self, sizes: dict[str, int], emas: set[tuple[str, float]]):
+        self.sizes = dict(sizes)
+        self.context = ex.Context()
+        for name, alpha in emas:
+            self.context.emas[(name, alpha)] = None
+        self.ema_keys = sorted(emas)
+
+    def record(self, name: str, value: float) -> None:
+        ctx = self.context
+        if name not in ctx.series:
+            ctx.series[name] = deque(maxlen=self.sizes.get(name, 1))
+            ctx.firsts[name] = value
+        ctx.series[name].append(value)
+        ctx.counts[name] = ctx.counts.get(name, 0) + 1
+        best = ctx.bests.get(name)
+        if best is None or (value < best if ex.lower_is_better(name) else value > best):
+            ctx.bests[name] = value
+        for key in self.ema_keys:
+            if key[0] == name:
+                prev = ctx.emas.get(key)
+                ctx.emas[key] = value if prev is None else key[1] * value + (1 - key[1]) * prev
+
+    def record_all(self, prefix: str, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.record(f"{prefix}.{k}", v)
+
+    def latest(self, name: str):
+        values = self.context.series.get(name)
+        return values[-1] if values else None
+
+    def state_dict(self) -> dict:
+        ctx = self.context
+        return {
+            "series": {k: list(v) for k, v in ctx.series.items()},
+            "firsts": dict(ctx.firsts), "bests": dict(ctx.bests), "counts": dict(ctx.counts),
+            "emas": [[k[0], k[1], v] for k, v in ctx.emas.items()],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        ctx = self.context
+        ctx.series = {k: deque(v, maxlen=self.sizes.get(k, 1)) for k, v in state["series"].items()}
+        ctx.firsts, ctx.bests, ctx.counts = dict(state["firsts"]), dict(state["bests"]), dict(state["counts"])
+        for name, alpha, value in state["emas"]:
+            if (name, alpha) in ctx.emas:
+                ctx.emas[(name, alpha)] = value

@@ -1,0 +1,399 @@
+"""The training loop. Reads top to bottom; one optimizer step per iteration.
+
+Per step, in this order:
+  1. forward/backward over ``accumulate`` micro-batches (loss / count)
+  2. unscale (fp16), clip, and skip the step if anything is non-finite
+  3. optimizer and scheduler step, zero_grad(set_to_none=True)
+  4. metrics to the host (the one device sync of a step)
+  5. gates: curriculum promotion, switches, expectations, early stop
+  6. validation, best checkpoint
+  7. memory guard
+  8. checkpoint
+  9. log row and console
+An interrupt (SIGINT/SIGTERM) is honoured between steps, never inside one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from specrun import expr as ex
+from specrun.engine.checkpoint import CheckpointError
+from specrun.engine.guard import GB, used_bytes
+from specrun.engine.setup import Run
+from specrun.engine.state import snapshot
+from specrun.fmt import format_expr
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on; the message is the one line the user sees."""
+
+
+@dataclass
+class Outcome:
+    status: str  # finished / failed / interrupted
+    code: int
+    message: str
+    step: int
+
+
+class Interrupt:
+    """Set by the signal handler; read between steps."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+
+# ---- helpers the loop calls ------------------------------------------------------------
+
+def apply_phase_params(run: Run) -> None:
+    """Give task, model and optimizer the merged parameters of the current phases."""
+    merged = run.curriculum.merged()
+    if merged.get("task"):
+        run.task.set_params(merged["task"])
+    if merged.get("model"):
+        if not hasattr(run.model, "set_params"):
+            raise RunFailed(f"curriculum sets model parameters but {type(run.model).__name__} has no set_params")
+        run.model.set_params(merged["model"])
+    opt = merged.get("optimizer") or {}
+    if "lr" in opt:
+        run.scheduler.base_lrs = [opt["lr"]] * len(run.optimizer.param_groups)
+    for group in run.optimizer.param_groups:
+        for key, value in opt.items():
+            if key != "lr":
+                group[key] = value
+
+
+def _gate_scalars(run: Run) -> None:
+    c, ctx = run.counters, run.history.context
+    ctx.scalars["step"] = c.step
+    ctx.scalars["epoch"] = c.micro / run.per_epoch if run.per_epoch else 0.0
+    ctx.scalars["lr"] = run.optimizer.param_groups[0]["lr"]
+
+
+def _to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    if not values:
+        return {}
+    names = list(values)
+    # One stack + tolist: a single device->host transfer instead of one sync per metric.
+    numbers = torch.stack([values[n].detach().float().reshape(()) for n in names]).tolist()
+    return dict(zip(names, numbers))
+
+
+def _micro_step(run: Run, batch: dict, scale: float):
+    """Forward and backward of one micro-batch. Returns (loss, metric tensors) without syncing."""
+    with run.precision.autocast():
+        outputs = run.train_model(batch)
+        loss = run.loss_fn(outputs, batch)
+        total = loss + outputs["aux_loss"] if "aux_loss" in outputs else loss
+    scaler = run.precision.scaler
+    (scaler.scale(total * scale) if scaler else total * scale).backward()
+    with torch.no_grad():
+        metrics = dict(run.task.metrics(outputs, batch))
+        metrics.update(outputs.get("metrics", {}))
+        if "aux_loss" in outputs:
+            metrics["aux_loss"] = outputs["aux_loss"].detach()
+    return loss.detach(), metrics
+
+
+def _optimizer_step(run: Run, clip: float | None) -> tuple[bool, torch.Tensor]:
+    """Unscale, clip, step. Returns (stepped, grad norm)."""
+    params = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    scaler = run.precision.scaler
+    if scaler is not None:
+        scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+    finite = bool(torch.isfinite(norm))  # device sync: the skip decision needs the value
+    if scaler is not None:
+        before = scaler.get_scale()
+        scaler.step(run.optimizer)  # skips by itself when the unscaled grads hold inf/nan
+        scaler.update()
+        stepped = finite and scaler.get_scale() >= before
+    else:
+        stepped = finite
+        if finite:
+            run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return stepped, norm
+
+
+def _save(run: Run, kind: str) -> None:
+    if not run.main:
+        return
+    c = run.counters
+    epoch = int(c.micro // run.per_epoch) if run.per_epoch else 0
+    saved = run.checkpointer.save(snapshot(run), kind, c.step, epoch)
+    run.dir.event("checkpoint", c.step, kind=kind, file=saved.path.name, bytes=saved.bytes,
+                  seconds=round(saved.seconds, 4))
+    run.console.say(f"checkpoint {saved.path.name} ({saved.bytes / 1e6:.2f} MB, {saved.seconds:.2f}s)")
+
+
+def validate(run: Run) -> dict[str, float]:
+    st = run.plan.settings["validation"]
+    run.train_model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    # fork_rng: sampling during validation must not shift the training RNG stream,
+    # or a run that validates would diverge from one resumed past the validation.
+    with torch.no_grad(), torch.random.fork_rng(devices=[run.ctx.device] if run.ctx.device.type == "cuda" else []):
+        for batch in run.task.val_batches(st["batches"]):
+            with run.precision.autocast():
+                outputs = run.train_model(batch)
+                loss = run.loss_fn(outputs, batch)
+            values = {"loss": loss, **run.task.metrics(outputs, batch), **outputs.get("metrics", {})}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            count += 1
+        result = {k: v / max(count, 1) for k, v in sums.items()}
+        if run.dist is not None:
+            result = run.dist.mean(result)
+        host = _to_host(result)
+        samples = []
+        if st.get("prompts") and hasattr(run.task, "generate"):
+            samples = run.task.generate(run.model, list(st["prompts"]), st["max_new_tokens"])
+    run.train_model.train()
+    if "perplexity" in run.plan.settings["log"].get("include", []) and "perplexity" not in host:
+        host["perplexity"] = math.exp(min(host["loss"], 50.0))
+    run.history.record_all("val", host)
+    c = run.counters
+    run.dir.event("validation", c.step, metrics=host)
+    run.console.say(f"validation at step {c.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in host.items()))
+    for prompt, text in zip(st.get("prompts") or [], samples):
+        run.dir.event("sample", c.step, prompt=prompt, text=text)
+        run.console.say(f"  sample: {prompt!r} -> {text!r}")
+    return host
+
+
+def _best_improved(run: Run) -> bool:
+    best = run.plan.settings["checkpoint"].get("best")
+    if not best:
+        return False
+    metric = best["metric"]
+    values = run.history.context.series.get(metric)
+    if not values:
+        return False
+    lower = best.get("mode", "min" if ex.lower_is_better(metric) else "max") == "min"
+    latest = values[-1]
+    previous = run.switch_state.get("_best_value")
+    if previous is None or (latest < previous if lower else latest > previous):
+        run.switch_state["_best_value"] = latest
+        return True
+    return False
+
+
+# ---- gates ----------------------------------------------------------------------------------
+
+def _gates(run: Run) -> str | None:
+    """Curriculum, switches, expectations, early stop. Returns a stop reason or None."""
+    c, ctx = run.counters, run.history.context
+    _gate_scalars(run)
+    promotions = run.curriculum.check(ctx, c.step, c.micro, run.per_epoch)
+    if promotions:
+        apply_phase_params(run)
+        run.batches = run.task.train_batches(c.micro)  # new difficulty from the next micro-batch on
+        for p in promotions:
+            run.dir.event("phase", c.step, axis=p.axis, old=p.old, new=p.new, values=p.values)
+            run.console.say(f"promoted {p.axis}: {p.old} -> {p.new} at step {c.step} "
+                            f"({', '.join(f'{k}={v}' for k, v in p.values.items())})")
+    for sw in run.plan.switches:
+        on = bool(ex.evaluate(sw.gate.expr, ctx))
+        key = f"{sw.target}.{sw.name}"
+        if run.switch_state.get(key) != on:
+            run.switch_state[key] = on
+            run.model.set_switch(sw.name, on)
+            run.dir.event("switch", c.step, name=key, on=on)
+            run.console.say(f"switch {key} {'on' if on else 'off'} at step {c.step}")
+    for exp in run.plan.settings.get("expect", []):
+        if exp.get("by") is not None and c.step == exp["by"] and not ex.evaluate(exp["expr"].expr, ctx):
+            values = ex.explain(exp["expr"].expr, ctx)
+            run.dir.event("expectation_failed", c.step, expect=str(exp["expr"]), values=values)
+            raise RunFailed(f"expectation broken at step {c.step}: expect {exp['expr']} by {exp['by']} steps "
+                            f"({', '.join(f'{k}={v}' for k, v in values.items())})")
+    stop = run.plan.settings.get("stop")
+    if stop is not None and ex.evaluate(stop.expr, ctx):
+        values = ex.explain(stop.expr, ctx)
+        run.dir.event("early_stop", c.step, when=str(stop), values=values)
+        return f"stop gate held at step {c.step}: {format_expr(stop.expr)}"
+    return None
+
+
+def _final_expectations(run: Run) -> None:
+    ctx = run.history.context
+    for exp in run.plan.settings.get("expect", []):
+        if exp.get("by") is None and not ex.evaluate(exp["expr"].expr, ctx):
+            values = ex.explain(exp["expr"].expr, ctx)
+            raise RunFailed(f"expectation broken at the end of the run: expect {exp['expr']} "
+                            f"({', '.join(f'{k}={v}' for k, v in values.items())})")
+
+
+# ---- logging --------------------------------------------------------------------------------
+
+class Window:
+    """Train metrics averaged over the steps since the last log row."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.started = time.perf_counter()
+        self.steps = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.steps += 1
+
+    def take(self) -> tuple[dict[str, float], float]:
+        means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        rate = self.steps / max(time.perf_counter() - self.started, 1e-9)
+        self.__init__()
+        return means, rate
+
+
+def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
+    c = run.counters
+    means, rate = window.take()
+    row = {"step": c.step, "epoch": round(c.micro / run.per_epoch, 4) if run.per_epoch else "",
+           "segment": c.segment, "skipped": c.skipped, "steps_per_s": rate,
+           "time": round(time.time(), 3)}
+    row.update({f"phase.{a}": p for a, p in run.curriculum.phase_names().items()})
+    row.update({f"train.{k}": v for k, v in means.items()})
+    include = run.plan.settings["log"].get("include", [])
+    if "perplexity" in include and "loss" in means:
+        row["train.perplexity"] = math.exp(min(means["loss"], 50.0))
+    if "ram" in include:
+        row["ram_gb"] = used_bytes("system") / GB
+    if "gpu_memory" in include and run.ctx.device.type == "cuda":
+        row["gpu_peak_gb"] = torch.cuda.max_memory_allocated(run.ctx.device) / GB
+    if val:
+        row.update({f"val.{k}": v for k, v in val.items()})
+    run.csv.write(row)
+    if extra_log is not None:
+        extra_log(row)
+    run.dir.set_status(step=c.step, phases=run.curriculum.phase_names(), skipped=c.skipped)
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+
+def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
+    st = run.plan.settings
+    c = run.counters
+    clip = st.get("clip_grad_norm")
+    max_skips = st["nonfinite"]["max_consecutive"]
+    every = run.every
+    scale = 1.0 / run.plan.accumulate  # gradients of the mean over the accumulated micro-batches
+    apply_phase_params(run)
+    run.batches = run.task.train_batches(c.micro)
+    run.train_model.train()
+    window = Window()
+    key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
+
+    while run.total_steps is None or c.step < run.total_steps:
+        if interrupt.signal is not None:
+            return _interrupted(run, interrupt.signal)
+
+        # 1. forward/backward over the accumulated micro-batches
+        losses, metric_sums = [], {}
+        for _ in range(run.plan.accumulate):
+            batch = next(run.batches)
+            c.micro += 1
+            loss, metrics = _micro_step(run, batch, scale)
+            losses.append(loss)
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, 0) + v
+
+        # 2-3. unscale, clip, skip non-finite, step
+        stepped, norm = _optimizer_step(run, clip)
+        run.scheduler.step()
+        c.step += 1
+        if run.profiler_step is not None:
+            run.profiler_step()
+
+        # 4. the step's numbers to the host (one sync)
+        values = _to_host({"loss": torch.stack(losses).mean(), "grad_norm": norm,
+                           **{k: v / len(losses) for k, v in metric_sums.items()}})
+        values["lr"] = run.optimizer.param_groups[0]["lr"]
+        if run.dist is not None:
+            stepped = run.dist.all_agree(stepped)
+            values = run.dist.mean_floats(values)
+        if not stepped or not math.isfinite(values["loss"]):
+            c.skipped += 1
+            c.consecutive_skips += 1
+            run.dir.event("skip", c.step, loss=values["loss"], grad_norm=values["grad_norm"],
+                          consecutive=c.consecutive_skips)
+            if c.consecutive_skips >= max_skips:
+                raise RunFailed(f"{c.consecutive_skips} consecutive steps had non-finite loss or gradients "
+                                f"(nonfinite.max_consecutive is {max_skips}); last loss {values['loss']}")
+            continue
+        c.consecutive_skips = 0
+        run.history.record_all("train", values)
+        window.add(values)
+
+        # 5. gates
+        stop_reason = _gates(run)
+
+        # 6. validation
+        val = None
+        if "validation" in every and c.step % every["validation"] == 0:
+            val = validate(run)
+            stop_reason = stop_reason or _gates(run)
+            if _best_improved(run):
+                _save(run, "best")
+
+        # 7. memory guard
+        if "memory" in every and c.step % every["memory"] == 0 and run.guard.active:
+            report = run.guard.check(run.console.say)
+            if report.over:
+                run.dir.event("memory_guard", c.step, used_gb=report.used_before / GB,
+                              after_gb=report.used_after / GB, actions=report.actions,
+                              still_over=report.still_over)
+            if report.still_over and run.guard.still_over_action == "save_and_stop":
+                _save(run, "final")
+                raise RunFailed(f"memory guard: RAM still {report.used_after / GB:.2f} GB over the "
+                                f"{run.guard.limit / GB:.2f} GB limit; saved and stopped")
+
+        # 8. checkpoint
+        if "checkpoint" in every and c.step % every["checkpoint"] == 0:
+            _save(run, "regular")
+
+        # 9. log and console
+        if val is not None or ("log" in every and c.step % every["log"] == 0):
+            _log_row(run, window, val, extra_log)
+        phase = "/".join(run.curriculum.phase_names().values()) or "train"
+        run.console.progress(phase, c.step, run.total_steps, window.steps / max(
+            time.perf_counter() - window.started, 1e-9), values["loss"],
+            (key_metric, values[key_metric[6:]]) if key_metric and key_metric[6:] in values else None)
+        if stop_reason:
+            _finish(run, window, extra_log)
+            return Outcome("finished", 0, stop_reason, c.step)
+
+    _final_expectations(run)
+    _finish(run, window, extra_log)
+    return Outcome("finished", 0, f"finished {c.step} steps", c.step)
+
+
+def _finish(run: Run, window: Window, extra_log) -> None:
+    if window.count:
+        _log_row(run, window, None, extra_log)
+    _save(run, "final")
+
+
+def _interrupted(run: Run, signum: int) -> Outcome:
+    import signal
+
+    name = signal.Signals(signum).name
+    code = 128 + signum
+    if run.plan.settings["checkpoint"]["on_interrupt"] == "save":
+        try:
+            _save(run, "final")
+            msg = f"interrupted by {name} at step {run.counters.step}; state saved"
+        except CheckpointError as exc:
+            msg = f"interrupted by {name} at step {run.counters.step}; saving failed: {exc}"
+    else:
+        msg = f"interrupted by {name} at step {run.counters.step} (checkpoint.on_interrupt none: not saved)"
+    run.dir.event("interrupted", run.counters.step, signal=name)
+    return Outcome("interrupted", code, msg, run.counters.step)

@@ -1,0 +1,144 @@
+"""The run directory: what a run leaves behind, and how to find it again.
+
+    runs/<spec>/<run-id>/
+      spec.train     the spec as run: canonical, profile and overrides applied
+      plan.json      the compiled plan, spec hash, Python/torch/specrun versions
+      run.json       status (running/finished/failed/interrupted), pid, step, phases
+      metrics.csv    append-only; a resumed run appends (column `segment` counts launches)
+      events.jsonl   phase changes, skips, guard actions, checkpoints, resumes
+      checkpoints/   complete checkpoints only, listed in checkpoints/index.json
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from specrun.engine.checkpoint import write_json_atomic
+
+STATUS = "run.json"
+
+
+def new_run_id() -> str:
+    if os.environ.get("SPECRUN_RUN_ID"):  # set by the torchrun launcher: one name for all ranks
+        return os.environ["SPECRUN_RUN_ID"]
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + f"{os.getpid() % 100000:05d}"
+
+
+def runs_root(spec_name: str, base: str | os.PathLike = "runs") -> Path:
+    return Path(base) / spec_name
+
+
+def latest_run(spec_name: str, base="runs") -> Path | None:
+    root = runs_root(spec_name, base)
+    if not root.is_dir():
+        return None
+    runs = [p for p in root.iterdir() if (p / "plan.json").exists()]
+    return max(runs, key=lambda p: (p / "plan.json").stat().st_mtime) if runs else None
+
+
+def versions() -> dict:
+    import torch
+
+    from specrun import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "specrun": __version__}
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def pid_alive(pid: int | None, host: str | None) -> bool:
+    if not pid or host != socket.gethostname():
+        return False
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid)
+    except Exception:
+        return False
+
+
+def effective_status(status: dict) -> str:
+    """A 'running' mark left by a process that is gone reads as interrupted."""
+    state = status.get("status", "unknown")
+    if state == "running" and not pid_alive(status.get("pid"), status.get("host")):
+        return "interrupted"
+    return state
+
+
+class RunDir:
+    def __init__(self, path: Path, main_process: bool = True):
+        self.path = Path(path)
+        self.main = main_process  # only rank 0 writes
+        self.status: dict = {}
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def create(self, spec_text: str, plan_json: dict) -> None:
+        if not self.main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        (self.path / "spec.train").write_text(spec_text, encoding="utf-8")
+        write_json_atomic(self.path / "plan.json", {**plan_json, "versions": versions()})
+
+    def set_status(self, **fields) -> None:
+        if not self.main:
+            return
+        self.status.update(fields)
+        self.status.update(pid=os.getpid(), host=socket.gethostname(), updated=time.time())
+        write_json_atomic(self.path / STATUS, self.status)
+
+    def event(self, name: str, step: int, **fields) -> None:
+        if not self.main:
+            return
+        record = {"time": round(time.time(), 3), "step": step, "event": name, **fields}
+        with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+
+
+class CsvLog:
+    """An append-only CSV: one header, never truncated; a resume keeps the old columns."""
+
+    def __init__(self, path: Path, columns: list[str], enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        self.columns = columns
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), None)
+            if header:
+                self.columns = header  # keep the file's columns; new ones are dropped, missing left empty
+        else:
+            with open(self.path, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(self.columns)
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerow([_cell(row.get(c)) for c in self.columns])
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) >= 1e6 else f"{value:.6g}"
+    return str(value)

@@ -1,0 +1,185 @@
+"""Setup: turn a Plan into live objects, in an order that makes runs reproducible.
+
+Seeds first (model initialisation draws from them), then the task (it knows
+the data's shapes), the model (moved to the device, cast, optionally
+checkpointed and compiled), the loss, the optimizer and its schedule. Nothing
+here trains; ``loop.train`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specrun import catalog as cat
+from specrun.components.api import Context
+from specrun.engine import device as dev
+from specrun.engine.checkpoint import Checkpointer
+from specrun.engine.console import Console
+from specrun.engine.curriculum import Curriculum
+from specrun.engine.guard import MemoryGuard
+from specrun.engine.history import History, window_sizes
+from specrun.engine.rundir import RunDir
+from specrun.engine.schedule import build_scheduler
+from specrun.plan import Plan, resolve_span
+
+
+class SetupError(RuntimeError):
+    pass
+
+
+@dataclass
+class Counters:
+    """Where the run is. Saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps attempted (skipped ones included: data and LR move on)
+    micro: int = 0  # micro-batches consumed: the data position
+    skipped: int = 0
+    consecutive_skips: int = 0
+    segment: int = 0  # 0 for the first launch, +1 for each resume
+
+
+@dataclass
+class Run:
+    plan: Plan
+    dir: RunDir
+    console: Console
+    ctx: Context
+    task: object
+    model: torch.nn.Module
+    train_model: torch.nn.Module  # the compiled / wrapped module the loop calls
+    loss_fn: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    precision: dev.Precision
+    curriculum: Curriculum
+    history: History
+    checkpointer: Checkpointer
+    guard: MemoryGuard
+    total_steps: int | None
+    per_epoch: int | None  # micro-batches per epoch
+    every: dict  # "validation"/"checkpoint"/"log"/"checkpoint_epochs" -> steps
+    counters: Counters = field(default_factory=Counters)
+    switch_state: dict = field(default_factory=dict)
+    dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
+    csv: object = None  # rundir.CsvLog of metrics.csv
+    batches: object = None  # the live training iterator
+    profiler_step: object = None  # torch.profiler's step() while a trace is being recorded
+
+    @property
+    def main(self) -> bool:
+        return self.dist is None or self.dist.rank == 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _factory(plan: Plan, kind: str):
+    comp = cat.lookup(kind, plan.components[kind]["type"])
+    try:
+        return comp.load()
+    except cat.ComponentUnavailable as exc:
+        raise SetupError(f"{exc}. The catalog declares it, but its implementation is missing "
+                         f"from this install") from None
+
+
+def _all_gates(plan: Plan):
+    st = plan.settings
+    gates = [p.promote for a in plan.axes for p in a.phases if p.promote]
+    gates += [s.gate for s in plan.switches]
+    gates += [e["expr"] for e in st.get("expect", [])]
+    if st.get("stop"):
+        gates.append(st["stop"])
+    return gates
+
+
+def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None) -> dict:
+    st = plan.settings
+    out = {}
+    for section in ("validation", "checkpoint", "log"):
+        value = (st.get(section) or {}).get("every")
+        if value is None:
+            continue
+        steps = resolve_span(value, total, steps_per_epoch and max(1, round(steps_per_epoch)))
+        if not isinstance(steps, int):
+            raise SetupError(f"{section}.every {value}: this task has no epochs to count")
+        out[section] = max(1, steps)
+    guard = (st.get("memory") or {}).get("check_every")
+    if guard is not None:
+        out["memory"] = max(1, resolve_span(guard, total, steps_per_epoch and round(steps_per_epoch)))
+    return out
+
+
+def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
+    st = plan.settings
+    seed_everything(plan.seed)  # the same on every rank: DDP needs identical initial weights
+    device = dist.device if dist else dev.pick_device(st.get("device", "auto"))
+    precision = dev.setup_precision(st, device)
+    ctx = Context(
+        seed=plan.seed, device=device, batch_size=plan.batch,
+        rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
+        cache_dir=str(Path(".specrun-cache")), run_dir=str(run_dir.path), log=console.say,
+    )
+    task = _factory(plan, "task")(plan.components["task"]["params"], ctx)
+    try:
+        model = _factory(plan, "model")(plan.components["model"]["params"], task.model_info(), ctx)
+        model = _prepare_model(model, st, precision, device)
+        loss_fn = _factory(plan, "loss")(plan.components["loss"]["params"], ctx)
+        optimizer = _factory(plan, "optimizer")(plan.components["optimizer"]["params"], model, ctx)
+        per_epoch = task.batches_per_epoch()
+        steps_per_epoch = per_epoch / plan.accumulate if per_epoch else None
+        total = _total_steps(st, steps_per_epoch)
+        sched = st.get("schedule") or {"type": "constant"}
+        warmup = resolve_span(sched.get("warmup", 0), total, steps_per_epoch and round(steps_per_epoch))
+        if not isinstance(warmup, int):
+            raise SetupError(f"schedule.warmup {warmup}: cannot resolve without a finite run or epochs")
+        scheduler = build_scheduler(optimizer, sched, total, warmup)
+        train_model = dev.maybe_compile(model, st, device, precision.notes)
+        if dist is not None:
+            train_model = dist.wrap(train_model)
+        dev.cap_vram((st.get("memory") or {}).get("vram_limit"), device, precision.notes)
+        sizes, emas = window_sizes(_all_gates(plan))
+        ck = st["checkpoint"]
+        best = ck.get("best") or {}
+        checkpointer = Checkpointer(run_dir.checkpoints, ck["keep"], ck["name"], best.get("name"), ck["final"])
+        guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
+        every = _resolve_every(plan, total, steps_per_epoch)
+    except BaseException:
+        task.close()
+        raise
+    return Run(plan, run_dir, console, ctx, task, model, train_model, loss_fn, optimizer, scheduler,
+               precision, Curriculum(plan.axes), History(sizes, emas), checkpointer, guard, total,
+               per_epoch, every, dist=dist)
+
+
+def _total_steps(st: dict, steps_per_epoch: float | None) -> int | None:
+    if st.get("max_steps"):
+        return st["max_steps"]
+    if st.get("max_epochs"):
+        if not steps_per_epoch:
+            raise SetupError("max_epochs is set but this task has no epochs; use max_steps")
+        return math.ceil(st["max_epochs"] * steps_per_epoch)
+    return None
+
+
+def _prepare_model(model: torch.nn.Module, st: dict, precision: dev.Precision, device) -> torch.nn.Module:
+    if st.get("gradient_checkpointing"):
+        if getattr(model, "supports_gradient_checkpointing", False):
+            model.set_gradient_checkpointing(True)
+        else:
+            msg = f"gradient_checkpointing: model {type(model).__name__} does not support it"
+            if st["precision"].get("on_unsupported") == "error":
+                raise SetupError(msg)
+            precision.notes.append(msg + "; running without")
+    model = model.to(device)
+    if precision.weights == "bf16":
+        model = model.to(torch.bfloat16)  # pure-bf16 weights, as the savant document trains
+    return model
