@@ -119,7 +119,7 @@ def fill_defaults(value, schema: dict, root: dict):
             if key in out:
                 out[key] = fill_defaults(out[key], sub, root)
             elif "default" in sub:
-                out[key] = _default(sub["default"], sub)
+                out[key] = fill_defaults(_default(sub["default"], sub), sub, root)
         return out
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [fill_defaults(v, schema["items"], root) for v in value]

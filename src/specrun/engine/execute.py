@@ -36,7 +36,7 @@ class Options:
 
 
 class SpecChanged(RuntimeError):
-    pass
+    """Resuming would mix two different experiments in one run directory."""
 
 
 def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
@@ -51,18 +51,19 @@ def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
 def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[RunDir, Path | None]:
     """(run directory, checkpoint to resume from or None)."""
     resume = plan.settings["checkpoint"]["resume"]
+    ck_dir = plan.settings["checkpoint"]["dir"]
     if opts.run_dir:
         path = Path(opts.run_dir)
     elif resume == "latest" and not opts.new:
         path = latest_run(plan.name, opts.runs_base)
-        if path is None or not Checkpointer(path / "checkpoints", 1, "", None, "").candidates():
+        if path is None or not Checkpointer(path / ck_dir, 1, "", None, "").candidates():
             path = None
     else:
         path = None
     if path is None:
         path = runs_root(plan.name, opts.runs_base) / new_run_id()
         start = Path(resume) if resume not in ("latest", "none") else None
-        return RunDir(path), start
+        return RunDir(path, checkpoint_dir=ck_dir), start
     if (path / "plan.json").exists() and resume != "none":
         old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
         if old_hash != plan.spec_hash:
@@ -72,8 +73,11 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[Run
                     f"the spec changed since run {path} began:\n  " + "\n  ".join(lines or ["(layout only)"])
                     + "\nresume anyway with --allow-spec-change, or start fresh with --new")
             say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
-        return RunDir(path), path / "checkpoints"
-    return RunDir(path), None
+        return RunDir(path, checkpoint_dir=ck_dir), path / ck_dir
+    if (path / "plan.json").exists():
+        raise SpecChanged(f"{path} already holds a run and this spec says `resume none`: "
+                          "choose another --run-dir, or resume it with --set checkpoint.resume=latest")
+    return RunDir(path, checkpoint_dir=ck_dir), None
 
 
 def metric_columns(run) -> list[str]:
@@ -158,7 +162,10 @@ def _install_signals(interrupt: Interrupt):
 def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
     console = Console(quiet=opts.quiet, enabled=main)
-    run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say)
+    try:
+        run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say)
+    except SpecChanged as exc:
+        return Outcome("failed", 1, str(exc), 0)
     run_dir.main = main
     fresh = not (run_dir.path / "plan.json").exists()
     if fresh:

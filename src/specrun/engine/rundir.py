@@ -78,14 +78,15 @@ def effective_status(status: dict) -> str:
 
 
 class RunDir:
-    def __init__(self, path: Path, main_process: bool = True):
+    def __init__(self, path: Path, main_process: bool = True, checkpoint_dir: str = "checkpoints"):
         self.path = Path(path)
         self.main = main_process  # only rank 0 writes
+        self.checkpoint_dir = checkpoint_dir  # the spec's checkpoint.dir, relative to the run
         self.status: dict = {}
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / self.checkpoint_dir
 
     def create(self, spec_text: str, plan_json: dict) -> None:
         if not self.main:
