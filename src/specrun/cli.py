@@ -8,6 +8,7 @@ interrupted by SIGINT / SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -291,8 +292,8 @@ def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, qui
     opts = Options(run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
                    profile_trace=profile_trace)
     outcome = execute(compiled, checked.data, opts, dist=_dist_from_env(compiled))
-    line = f"{outcome.status}: {outcome.message}"
-    click.echo(line, err=outcome.code != 0)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one final line, not one per rank
+        click.echo(f"{outcome.status}: {outcome.message}", err=outcome.code != 0)
     sys.exit(outcome.code)
 
 

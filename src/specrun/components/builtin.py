@@ -17,8 +17,8 @@ from specrun.components.api import Context
 class RuleClassification:
     """label = argmax(W x + noise), x ~ N(0, I); W fixed by the seed.
 
-    Micro-batch ``i`` is drawn from a generator seeded with (seed, rank, i), so
-    any batch can be rebuilt from its index alone: exact resume needs no saved
+    Micro-batch ``i`` is drawn from a generator seeded with (seed, i), so any
+    batch can be rebuilt from its index alone: exact resume needs no saved
     data-loader state.
     """
 
@@ -43,12 +43,17 @@ class RuleClassification:
             setattr(self, key, value)
 
     def _batch(self, stream: int, index: int) -> dict:
-        gen = torch.Generator().manual_seed(hash((self.ctx.seed, stream, self.ctx.rank, index)) & (2**63 - 1))
-        x = torch.randn(self.ctx.batch_size, self.features, generator=gen)
+        # The whole global micro-batch (all ranks) comes from one generator and each rank
+        # takes its slice: two processes of batch b see exactly what one process of
+        # batch 2b sees, so a distributed run can be checked against a single one.
+        size, world, rank = self.ctx.batch_size, self.ctx.world_size, self.ctx.rank
+        gen = torch.Generator().manual_seed(hash((self.ctx.seed, stream, index)) & (2**63 - 1))
+        x = torch.randn(size * world, self.features, generator=gen)
         logits = x @ self.rule
         if self.noise:
             logits = logits + self.noise * torch.randn(logits.shape, generator=gen)
-        batch = {"inputs": x, "targets": logits.argmax(-1)}
+        part = slice(rank * size, (rank + 1) * size)
+        batch = {"inputs": x[part], "targets": logits.argmax(-1)[part]}
         return {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
 
     def train_batches(self, start: int) -> Iterator[dict]:

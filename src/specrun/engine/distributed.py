@@ -72,6 +72,15 @@ class Dist:
         td.all_reduce(t, op=td.ReduceOp.MIN)
         return bool(t.item())
 
+    def first_signal(self, signum: int | None) -> int | None:
+        """The signal any rank received (the largest number wins), or None."""
+        import torch
+        import torch.distributed as td
+
+        t = torch.tensor([signum or 0], device=self._comm_device())
+        td.all_reduce(t, op=td.ReduceOp.MAX)
+        return int(t.item()) or None
+
     def mean_floats(self, values: dict[str, float]) -> dict[str, float]:
         import torch
         import torch.distributed as td
@@ -122,5 +131,8 @@ def from_environment(plan: Plan) -> Dist | None:
     else:
         device = torch.device("cpu")
     if not td.is_initialized():
-        td.init_process_group(backend=backend)
+        from datetime import timedelta
+
+        # A dead peer must end the run, not park the others in a collective for the default 30 minutes.
+        td.init_process_group(backend=backend, timeout=timedelta(minutes=5))
     return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"))

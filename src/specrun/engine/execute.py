@@ -20,7 +20,7 @@ from specrun.engine.console import Console
 from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
 from specrun.engine.rundir import CsvLog, RunDir, latest_run, new_run_id, read_status, runs_root
 from specrun.engine.setup import SetupError, setup
-from specrun.engine.state import restore
+from specrun.engine.state import ResumeRefused, restore
 from specrun.fmt import format_data
 from specrun.plan import Plan
 
@@ -97,7 +97,7 @@ def metric_columns(run) -> list[str]:
             cols.append("val.perplexity")
     cols += ["skipped", "steps_per_s"]
     cols += [c for flag, c in (("ram", "ram_gb"), ("gpu_memory", "gpu_peak_gb")) if flag in include]
-    return cols + ["time"]
+    return list(dict.fromkeys(cols + ["time"]))  # a task may report perplexity itself
 
 
 def _threshold(run) -> float:
@@ -187,7 +187,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
                            phases=run.curriculum.phase_names(), segment=run.counters.segment)
         run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
         outcome = _with_profiler(run, opts, lambda: train(run, interrupt, extra_csv(run)))
-    except (RunFailed, SetupError, CheckpointError, SpecChanged) as exc:
+    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused) as exc:
         outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)
     except KeyboardInterrupt:
         outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",
@@ -195,6 +195,8 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     finally:
         if run is not None:
             run.task.close()
+        if dist is not None:
+            dist.close()
         console.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

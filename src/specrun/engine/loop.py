@@ -122,11 +122,12 @@ def _optimizer_step(run: Run, clip: float | None) -> tuple[bool, torch.Tensor]:
 
 
 def _save(run: Run, kind: str) -> None:
+    state = snapshot(run)  # every rank: gathering FSDP shards is a collective
     if not run.main:
         return
     c = run.counters
     epoch = int(c.micro // run.per_epoch) if run.per_epoch else 0
-    saved = run.checkpointer.save(snapshot(run), kind, c.step, epoch)
+    saved = run.checkpointer.save(state, kind, c.step, epoch)
     run.dir.event("checkpoint", c.step, kind=kind, file=saved.path.name, bytes=saved.bytes,
                   seconds=round(saved.seconds, 4))
     run.console.say(f"checkpoint {saved.path.name} ({saved.bytes / 1e6:.2f} MB, {saved.seconds:.2f}s)")
@@ -293,8 +294,11 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
     key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
 
     while run.total_steps is None or c.step < run.total_steps:
-        if interrupt.signal is not None:
-            return _interrupted(run, interrupt.signal)
+        signum = interrupt.signal
+        if run.dist is not None:  # a signal seen by any rank stops every rank at the same step
+            signum = run.dist.first_signal(signum)
+        if signum is not None:
+            return _interrupted(run, signum)
 
         # 1. forward/backward over the accumulated micro-batches
         losses, metric_sums = [], {}

@@ -22,8 +22,48 @@ from specrun.engine.setup import Counters, Run
 FORMAT = 1
 
 
-def _unwrapped(run: Run) -> torch.nn.Module:
-    return run.model
+class ResumeRefused(RuntimeError):
+    """The checkpoint cannot continue this run; the message says why and what to do."""
+
+
+def _fsdp(run: Run) -> bool:
+    return run.dist is not None and run.dist.strategy == "fsdp"
+
+
+def _model_state(run: Run) -> dict:
+    if _fsdp(run):  # a collective: every rank takes part, rank 0 gets the full tensors
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(run.train_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return run.model.state_dict()
+
+
+def _optimizer_state(run: Run) -> dict:
+    if _fsdp(run):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(run.train_model, run.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return run.optimizer.state_dict()
+
+
+def _load_model(run: Run, state: dict) -> None:
+    if _fsdp(run):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(run.train_model, state, options=StateDictOptions(full_state_dict=True))
+    else:
+        run.model.load_state_dict(state)
+
+
+def _load_optimizer(run: Run, state: dict) -> None:
+    if _fsdp(run):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(run.train_model, run.optimizer, state,
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        run.optimizer.load_state_dict(state)
 
 
 def rng_state() -> dict:
@@ -62,8 +102,9 @@ def snapshot(run: Run) -> dict:
         "precision": run.precision.compute,
         "weights_dtype": run.precision.weights,
         "counters": asdict(run.counters),
-        "model": _unwrapped(run).state_dict(),
-        "optimizer": run.optimizer.state_dict(),
+        "world_size": run.dist.world_size if run.dist else 1,
+        "model": _model_state(run),
+        "optimizer": _optimizer_state(run),
         "scheduler": run.scheduler.state_dict(),
         "curriculum": run.curriculum.state_dict(),
         "history": run.history.state_dict(),
@@ -79,9 +120,18 @@ def snapshot(run: Run) -> dict:
 
 def restore(run: Run, state: dict, resume_phase: str, warn) -> None:
     """Load ``state`` into ``run``. Weights must fit; an optimizer that no longer fits starts fresh."""
-    _unwrapped(run).load_state_dict(state["model"])
+    world = run.dist.world_size if run.dist else 1
+    if state.get("world_size", 1) != world:
+        raise ResumeRefused(
+            f"the checkpoint was written by {state.get('world_size', 1)} process(es) and this run has {world}: "
+            "each rank's data shard would change, so the run could not continue exactly. Resume with the "
+            "same world size, or start from its weights with `checkpoint.resume PATH` in a new run")
     try:
-        run.optimizer.load_state_dict(state["optimizer"])
+        _load_model(run, state["model"])
+    except RuntimeError as exc:
+        raise ResumeRefused(f"the checkpoint's weights do not fit this model: {str(exc).splitlines()[0]}") from None
+    try:
+        _load_optimizer(run, state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
     except (ValueError, KeyError, RuntimeError, IndexError) as exc:
         warn("optimizer_reset", f"optimizer/scheduler state does not fit this spec ({exc}); "

@@ -92,7 +92,13 @@ def describe_event(kind: str, fields: dict) -> str:
         return text
     if not fields:
         return kind
-    return f"{kind}: " + ", ".join(f"{k}={_short(v)}" for k, v in fields.items())
+    parts = []
+    for key, value in fields.items():
+        if isinstance(value, dict) and value:  # validation metrics, guard values: inline
+            parts += [f"{k}={_short(v)}" for k, v in value.items()]
+        else:
+            parts.append(f"{key}={_short(value)}")
+    return f"{kind}: " + ", ".join(parts)
 
 
 def _short(value) -> str:

@@ -1,0 +1,98 @@
+"""Two CPU processes on gloo: same losses as one process, kill-and-resume, a dead rank ends the run."""
+
+import csv
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from .conftest import env, specrun_cmd
+
+SPEC = """
+spec dist_test
+seed 3
+task rule_classification { features 8; classes 3 }
+model mlp { width 32; depth 2 }
+loss cross_entropy
+optimizer adamw { lr 1e-2 }
+batch 8
+max_steps 16
+distributed { strategy ddp; nproc_per_node 2; backend gloo }
+checkpoint { every 4 steps; resume latest }
+log { every 1 step }
+"""
+
+
+def _losses(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return {int(r["step"]): float(r["train.loss"]) for r in csv.DictReader(fh)}
+
+
+def _run(spec, run_dir, *extra, timeout=300):
+    return subprocess.run(specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet", *extra),
+                          env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "dist_test.train"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(spec, tmp_path):
+    two = _run(spec, tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    one = _run(spec, tmp_path / "one", "--set", "batch=16", "--set", "distributed.nproc_per_node=1")
+    assert one.returncode == 0, one.stderr
+    a, b = _losses(tmp_path / "two"), _losses(tmp_path / "one")
+    assert a.keys() == b.keys() == set(range(1, 17))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    assert two.stdout.count("finished:") + two.stderr.count("finished:") == 1  # one final line, not one per rank
+
+
+@pytest.mark.slow
+def test_distributed_kill_and_resume(spec, tmp_path):
+    reference = _run(spec, tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet"), env=env(),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "checkpoints" / "step_8.pt").exists():
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as a crashed machine would
+    proc.wait()
+    resumed = _run(spec, run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "ref"), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_run_without_hanging(spec, tmp_path):
+    path = tmp_path / "slow.train"
+    path.write_text(SPEC.replace("max_steps 16", "max_steps 100000"))
+    run_dir = tmp_path / "dead"
+    proc = subprocess.Popen(specrun_cmd("run", path, "--run-dir", run_dir, "--quiet"), env=env(),
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "metrics.csv").exists():
+        time.sleep(0.1)
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True) if "specrun.cli" in " ".join(p.cmdline())]
+    victim = [p for p in ranks if p.environ().get("RANK") == "1"]
+    assert victim, [p.cmdline() for p in ranks]
+    victim[0].kill()
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the run hung after a rank died")
+    assert proc.returncode != 0
+    assert "exitcode" in out or "failed" in out.lower(), out[-2000:]
