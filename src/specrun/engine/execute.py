@@ -96,7 +96,8 @@ def metric_columns(run) -> list[str]:
         if "perplexity" in include and "perplexity" not in task:
             cols.append("val.perplexity")
     cols += ["skipped", "steps_per_s"]
-    cols += [c for flag, c in (("ram", "ram_gb"), ("gpu_memory", "gpu_peak_gb")) if flag in include]
+    cols += [c for flag, c in (("tokens_per_second", "tokens_per_s"), ("ram", "ram_gb"),
+                               ("gpu_memory", "gpu_peak_gb")) if flag in include]
     return list(dict.fromkeys(cols + ["time"]))  # a task may report perplexity itself
 
 

@@ -234,11 +234,12 @@ def _final_expectations(run: Run) -> None:
 # ---- logging --------------------------------------------------------------------------------
 
 class Window:
-    """Train metrics averaged over the steps since the last log row."""
+    """Train metrics averaged over the steps since the last log row, and throughput."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
         self.count = 0
+        self.tokens = 0  # input tokens (or samples) consumed: batch shapes, no device sync
         self.started = time.perf_counter()
         self.steps = 0
 
@@ -248,16 +249,25 @@ class Window:
         self.count += 1
         self.steps += 1
 
-    def take(self) -> tuple[dict[str, float], float]:
+    def take(self) -> tuple[dict[str, float], float, float]:
         means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
-        rate = self.steps / max(time.perf_counter() - self.started, 1e-9)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rates = (self.steps / elapsed, self.tokens / elapsed)
         self.__init__()
-        return means, rate
+        return means, *rates
+
+
+def _batch_tokens(batch: dict) -> int:
+    ids = batch.get("input_ids")
+    if ids is not None:
+        return ids.numel()
+    first = next(iter(batch.values()))
+    return first.shape[0]
 
 
 def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
     c = run.counters
-    means, rate = window.take()
+    means, rate, tokens_per_s = window.take()
     row = {"step": c.step, "epoch": round(c.micro / run.per_epoch, 4) if run.per_epoch else "",
            "segment": c.segment, "skipped": c.skipped, "steps_per_s": rate,
            "time": round(time.time(), 3)}
@@ -266,6 +276,8 @@ def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
     include = run.plan.settings["log"].get("include", [])
     if "perplexity" in include and "loss" in means:
         row["train.perplexity"] = math.exp(min(means["loss"], 50.0))
+    if "tokens_per_second" in include:
+        row["tokens_per_s"] = tokens_per_s
     if "ram" in include:
         row["ram_gb"] = used_bytes("system") / GB
     if "gpu_memory" in include and run.ctx.device.type == "cuda":
@@ -276,6 +288,28 @@ def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
     if extra_log is not None:
         extra_log(row)
     run.dir.set_status(step=c.step, phases=run.curriculum.phase_names(), skipped=c.skipped)
+
+
+def _epoch_report(run: Run, epoch: int) -> None:
+    """Peak memory of the epoch that just ended: device memory on CUDA, resident RAM everywhere."""
+    import psutil
+
+    fields = {"epoch": epoch, "peak_rss_gb": round(_peak_rss() / GB, 3),
+              "ram_gb": round(psutil.Process().memory_info().rss / GB, 3)}
+    if run.ctx.device.type == "cuda":
+        fields["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(run.ctx.device) / GB, 3)
+        torch.cuda.reset_peak_memory_stats(run.ctx.device)
+    run.dir.event("epoch", run.counters.step, **fields)
+    run.console.say(f"epoch {epoch} done at step {run.counters.step}: "
+                    + "  ".join(f"{k} {v}" for k, v in fields.items() if k != "epoch"))
+
+
+def _peak_rss() -> int:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
 # ---- the loop -------------------------------------------------------------------------------------
@@ -292,6 +326,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
     run.train_model.train()
     window = Window()
     key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
+    epoch_seen = c.micro // run.per_epoch if run.per_epoch else 0
 
     while run.total_steps is None or c.step < run.total_steps:
         signum = interrupt.signal
@@ -305,6 +340,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         for _ in range(run.plan.accumulate):
             batch = next(run.batches)
             c.micro += 1
+            window.tokens += _batch_tokens(batch)
             loss, metrics = _micro_step(run, batch, scale)
             losses.append(loss)
             for k, v in metrics.items():
@@ -359,6 +395,11 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
                 _save(run, "final")
                 raise RunFailed(f"memory guard: RAM still {report.used_after / GB:.2f} GB over the "
                                 f"{run.guard.limit / GB:.2f} GB limit; saved and stopped")
+
+        # 7b. epoch boundary: peak memory of the epoch (keenkenning's Phase 4.3)
+        if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
+            epoch_seen = c.micro // run.per_epoch
+            _epoch_report(run, epoch_seen)
 
         # 8. checkpoint
         if "checkpoint" in every and c.step % every["checkpoint"] == 0:
