@@ -39,7 +39,8 @@ def _complete_specs(ctx, param, incomplete):
 def _complete_profiles(ctx, param, incomplete):
     from click.shell_completion import CompletionItem
 
-    spec = ctx.params.get("spec")
+    # While completing `run SPEC --profile <TAB>` click stops at the option, leaving SPEC in ctx.args.
+    spec = ctx.params.get("spec") or (ctx.args[0] if ctx.args else None)
     if not spec:
         return []
     try:
@@ -301,6 +302,13 @@ def _dist_from_env(compiled):
     from specrun.engine.distributed import from_environment
 
     return from_environment(compiled)
+
+
+from specrun.commands import new_command, plot_command, runs_command  # noqa: E402
+
+main.add_command(runs_command)
+main.add_command(plot_command)
+main.add_command(new_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from specrun.engine.atomic import fsync_dir, write_json_atomic
+
 INDEX = "index.json"
 
 
@@ -36,29 +38,6 @@ class Saved:
     kind: str  # "regular", "best", "final"
     bytes: int
     seconds: float
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems do not allow opening directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class Checkpointer:
@@ -103,7 +82,7 @@ class Checkpointer:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise CheckpointError(

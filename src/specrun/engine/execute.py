@@ -21,6 +21,7 @@ from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
 from specrun.engine.rundir import CsvLog, RunDir, latest_run, new_run_id, read_status, runs_root
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.state import ResumeRefused, restore
+from specrun.engine.tensorboard import TensorBoardLog, TensorBoardUnavailable
 from specrun.fmt import format_data
 from specrun.plan import Plan
 
@@ -177,6 +178,8 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     previous = _install_signals(interrupt)
     run = None
     try:
+        if main and plan.settings["log"].get("tensorboard"):
+            run_dir.tensorboard = TensorBoardLog(run_dir.path / "tensorboard")
         run = setup(plan, run_dir, console, dist)
         for note in run.precision.notes:
             console.say(f"note: {note}")
@@ -188,7 +191,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
                            phases=run.curriculum.phase_names(), segment=run.counters.segment)
         run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
         outcome = _with_profiler(run, opts, lambda: train(run, interrupt, extra_csv(run)))
-    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused) as exc:
+    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, TensorBoardUnavailable) as exc:
         outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)
     except KeyboardInterrupt:
         outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",
@@ -205,6 +208,8 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
         run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
                            phases=run.curriculum.phase_names() if run else {})
         run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
+    if run_dir.tensorboard is not None:
+        run_dir.tensorboard.close()
     return outcome
 
 

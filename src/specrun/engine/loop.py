@@ -179,9 +179,9 @@ def _best_improved(run: Run) -> bool:
         return False
     lower = best.get("mode", "min" if ex.lower_is_better(metric) else "max") == "min"
     latest = values[-1]
-    previous = run.switch_state.get("_best_value")
+    previous = run.best_value
     if previous is None or (latest < previous if lower else latest > previous):
-        run.switch_state["_best_value"] = latest
+        run.best_value = latest
         return True
     return False
 
@@ -285,6 +285,8 @@ def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
     if val:
         row.update({f"val.{k}": v for k, v in val.items()})
     run.csv.write(row)
+    if run.dir.tensorboard is not None:
+        run.dir.tensorboard.scalars(c.step, row)
     if extra_log is not None:
         extra_log(row)
     run.dir.set_status(step=c.step, phases=run.curriculum.phase_names(), skipped=c.skipped)
@@ -322,6 +324,10 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
     every = run.every
     scale = 1.0 / run.plan.accumulate  # gradients of the mean over the accumulated micro-batches
     apply_phase_params(run)
+    for sw in run.plan.switches:  # a resumed run puts its switches back where they were
+        key = f"{sw.target}.{sw.name}"
+        if key in run.switch_state:
+            run.model.set_switch(sw.name, run.switch_state[key])
     run.batches = run.task.train_batches(c.micro)
     run.train_model.train()
     window = Window()

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from specrun.engine.checkpoint import write_json_atomic
+from specrun.engine.atomic import write_json_atomic
 
 STATUS = "run.json"
 
@@ -83,6 +83,7 @@ class RunDir:
         self.main = main_process  # only rank 0 writes
         self.checkpoint_dir = checkpoint_dir  # the spec's checkpoint.dir, relative to the run
         self.status: dict = {}
+        self.tensorboard = None  # a TensorBoardLog when log.tensorboard is on (main process only)
 
     @property
     def checkpoints(self) -> Path:
@@ -109,6 +110,8 @@ class RunDir:
         record = {"time": round(time.time(), 3), "step": step, "event": name, **fields}
         with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.event(step, name, fields)
 
 
 class CsvLog:

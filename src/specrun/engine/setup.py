@@ -65,7 +65,8 @@ class Run:
     per_epoch: int | None  # micro-batches per epoch
     every: dict  # "validation"/"checkpoint"/"log"/"checkpoint_epochs" -> steps
     counters: Counters = field(default_factory=Counters)
-    switch_state: dict = field(default_factory=dict)
+    switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
+    best_value: float | None = None  # of checkpoint.best.metric, for best.pt
     dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
     csv: object = None  # rundir.CsvLog of metrics.csv
     batches: object = None  # the live training iterator

@@ -109,6 +109,7 @@ def snapshot(run: Run) -> dict:
         "curriculum": run.curriculum.state_dict(),
         "history": run.history.state_dict(),
         "switches": dict(run.switch_state),
+        "best_value": run.best_value,
         "rng": rng_state(),
     }
     if run.precision.scaler is not None:
@@ -142,6 +143,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn) -> None:
     run.counters = Counters(**state["counters"])
     run.history.load_state_dict(state["history"])
     run.switch_state = dict(state.get("switches", {}))
+    run.best_value = state.get("best_value")
     if resume_phase == "start":
         run.curriculum.restart(run.counters.step, run.counters.micro)
     else:

@@ -1,0 +1,79 @@
+"""newspec: start a new spec from a reference one (``specrun new NAME --from SPEC``).
+
+The copy is the reference text with only the ``spec NAME`` value replaced, so
+comments, layout and profiles survive. The result must validate before it is
+written, and an existing file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class NewSpecError(RuntimeError):
+    pass
+
+
+def reference_specs(specs_dir: str | Path = "specs") -> dict[str, Path]:
+    """Reference specs by file stem: ``specs/savant.train`` -> ``savant``."""
+    d = Path(specs_dir)
+    return {p.stem: p for p in sorted(d.glob("*.train"))} if d.is_dir() else {}
+
+
+def find_reference(ref: str, specs_dir: str | Path = "specs") -> Path:
+    path = Path(ref)
+    if path.is_file():
+        return path
+    known = reference_specs(specs_dir)
+    if ref in known:
+        return known[ref]
+    choices = ", ".join(known) or f"none in {specs_dir}/"
+    raise NewSpecError(f"{ref}: no such spec file, and not a reference spec name (known: {choices})")
+
+
+def renamed(text: str, path: str, name: str) -> str:
+    """``text`` with its ``spec`` value replaced by ``name`` (added on top when missing)."""
+    from specrun import syntax as s
+    from specrun.parse import parse
+
+    doc = parse(text, path)
+    spec = next((st for st in doc.items if isinstance(st, s.Setting) and st.key == ("spec",)
+                 and st.value is not None), None)
+    if spec is None:
+        return f"spec {name}\n" + text
+    span = spec.value.span
+    lines = text.splitlines(keepends=True)
+    start = sum(len(line) for line in lines[:span.line - 1]) + span.col - 1
+    end = sum(len(line) for line in lines[:span.end_line - 1]) + span.end_col - 1
+    return text[:start] + name + text[end:]
+
+
+def new_spec(name: str, reference: str, output: str | Path | None = None,
+             specs_dir: str | Path = "specs") -> Path:
+    """Write the new spec and return its path. Raises NewSpecError / SpecError."""
+    from specrun.check import check_all_profiles
+    from specrun.diagnostics import SpecError
+    from specrun.parse import read_source
+
+    if not NAME.match(name):
+        raise NewSpecError(f"{name!r} is not a spec name: letters, digits and _, not starting with a digit")
+    source = find_reference(reference, specs_dir)
+    target = Path(output) if output else Path(specs_dir) / f"{name}.train"
+    if target.exists():
+        raise NewSpecError(f"{target} already exists; not overwriting it (choose another name or -o PATH)")
+    text = renamed(read_source(str(source)), str(source), name)
+    from specrun.parse import parse
+
+    diagnostics = check_all_profiles(parse(text, str(target)))
+    if diagnostics:
+        raise SpecError(diagnostics, {str(target): text})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # "x": create, never overwrite, even if the file appeared since the check above
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    return target

@@ -1,0 +1,273 @@
+"""plot: a picture of one or more runs (``specrun plot``).
+
+One panel per metric (``loss`` shows train.loss and val.loss together), against
+optimizer steps. What is drawn by default: the loss, the ``checkpoint.best``
+metric, and every series the plan's gates read (curriculum promotions, stop,
+switches, expectations, taken from the gate texts in plan.json). Phase
+promotions (``phase`` events) are vertical lines; the constant a gate compares
+a metric against
+(``mean(train.accuracy, 100) >= 0.95``) is a horizontal line on that metric's
+panel. Several runs overlay, one colour per run.
+
+matplotlib is optional (``pip install 'specrun[plot]'``) and imported only here,
+with the Agg canvas (no display, no pyplot global state).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specrun.runs import read_events, read_json, read_metrics, validation_series
+
+PLOT_EXTRA = "pip install 'specrun[plot]'"
+COMPARISONS = {"<", "<=", ">", ">=", "==", "!="}
+_SERIES = re.compile(r"\b((?:train|val)\.[A-Za-z_][A-Za-z0-9_]*)")
+_THRESHOLD = re.compile(
+    r"((?:train|val)\.[A-Za-z_][A-Za-z0-9_]*)[^<>=!]*?(>=|<=|>|<)\s*(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+class PlotError(RuntimeError):
+    """Nothing to draw (no such metric, empty runs)."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    label: str  # "promote warm", "stop", "switch model.memory"
+    text: str  # the expression as written in plan.json
+
+
+@dataclass(frozen=True)
+class Threshold:
+    series: str  # "train.accuracy"
+    value: float
+    label: str  # "promote warm: >= 0.95"
+
+
+@dataclass
+class RunData:
+    path: Path
+    label: str
+    plan: dict
+    metrics: dict[str, list[tuple[int, float]]]
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def promotions(self) -> list[dict]:
+        return [e for e in self.events if e.get("event") == "phase"]
+
+
+def load(run_dir: Path, label: str | None = None) -> RunData:
+    run_dir = Path(run_dir)
+    plan = read_json(run_dir / "plan.json")
+    events = read_events(run_dir)
+    metrics = read_metrics(run_dir)
+    for name, series in validation_series(events).items():  # metrics.csv may lack a val column
+        metrics.setdefault(name, series)
+    return RunData(run_dir, label or run_dir.name, plan, metrics, events)
+
+
+# ---- what the gates read -------------------------------------------------------------------
+
+def gates(plan: dict) -> list[Gate]:
+    """Every gate expression of a plan.json, with a label saying what it decides."""
+    out = []
+    axes = plan.get("curriculum") or []
+    for axis in axes:
+        for phase in axis.get("phases") or []:
+            if phase.get("promote"):
+                where = phase["name"] if len(axes) == 1 else f"{axis.get('axis')}.{phase['name']}"
+                out.append(Gate(f"promote {where}", str(phase["promote"])))
+    settings = plan.get("settings") or {}
+    if settings.get("stop"):
+        out.append(Gate("stop", str(settings["stop"])))
+    for sw in plan.get("switches") or []:
+        if sw.get("gate"):
+            out.append(Gate(f"switch {sw.get('target')}.{sw.get('name')}", str(sw["gate"])))
+    for exp in settings.get("expect") or []:
+        if isinstance(exp, dict) and exp.get("expr"):
+            out.append(Gate("expect", str(exp["expr"])))
+    return out
+
+
+def _parse_expr(text: str):
+    from specrun.parse import parse_statements
+
+    statements = parse_statements(f"gate when {text}", "<plan.json>")
+    return statements[0].gate if statements else None
+
+
+def gate_series(text: str) -> set[str]:
+    """The metric series (``train.x``/``val.x``) an expression reads."""
+    try:
+        from specrun.expr import series_refs
+
+        return series_refs(_parse_expr(text))
+    except Exception:  # a plan written by another version: fall back to the text
+        return set(_SERIES.findall(text))
+
+
+def gate_thresholds(gate: Gate) -> list[Threshold]:
+    """Constants compared against one series: ``mean(train.accuracy, 100) >= 0.95`` -> 0.95."""
+    try:
+        expr = _parse_expr(gate.text)
+        found = list(_thresholds_in(expr))
+    except Exception:
+        found = [(m[0], m[1], float(m[2])) for m in _THRESHOLD.findall(gate.text)]
+    return [Threshold(series, value, f"{gate.label}: {series} {op} {value:g}") for series, op, value in found]
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _thresholds_in(expr):
+    from specrun import syntax as s
+    from specrun.expr import series_refs, walk
+
+    def constant(node):
+        if isinstance(node, s.Number):
+            return float(node.value)
+        if isinstance(node, s.Neg) and isinstance(node.operand, s.Number):
+            return -float(node.operand.value)
+        return None
+
+    for node in walk(expr):
+        if not (isinstance(node, s.BinOp) and node.op in COMPARISONS):
+            continue
+        for side, other, op in ((node.left, node.right, node.op), (node.right, node.left, _FLIP[node.op])):
+            value = constant(other)
+            refs = series_refs(side)
+            if value is not None and len(refs) == 1:
+                yield next(iter(refs)), op, value
+
+
+# ---- choosing panels ------------------------------------------------------------------------
+
+def default_metrics(runs: list[RunData]) -> list[str]:
+    names = ["train.loss", "val.loss"]
+    for run in runs:
+        for gate in gates(run.plan):
+            names += sorted(gate_series(gate.text))
+        best = ((run.plan.get("settings") or {}).get("checkpoint") or {}).get("best") or {}
+        if best.get("metric"):
+            names.append(best["metric"])
+    return list(dict.fromkeys(names))
+
+
+def expand(requested: list[str], available: set[str]) -> list[str]:
+    """``accuracy`` means train.accuracy and val.accuracy (those that exist)."""
+    out = []
+    for name in requested:
+        if name in available or "." in name:
+            out.append(name)
+        else:
+            out += [f"{split}.{name}" for split in ("train", "val") if f"{split}.{name}" in available] or [name]
+    return list(dict.fromkeys(out))
+
+
+def panel_of(series: str) -> str:
+    split, _, rest = series.partition(".")
+    return rest if split in ("train", "val") and rest else series
+
+
+# ---- drawing ---------------------------------------------------------------------------------------
+
+def _matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotUnavailable(f"specrun plot needs matplotlib, which is not installed: {PLOT_EXTRA}") from None
+    return Figure, FigureCanvasAgg
+
+
+def plot_runs(runs: list[RunData], output: str | Path, metrics: list[str] | None = None,
+              title: str | None = None) -> tuple[Path, list[str]]:
+    """Draw ``runs`` into ``output`` (PNG, or whatever the suffix says). Returns (path, warnings)."""
+    fig, warnings = build_figure(runs, metrics, title)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    return output, warnings
+
+
+def build_figure(runs: list[RunData], metrics: list[str] | None = None, title: str | None = None):
+    """(matplotlib Figure, warnings): one panel per metric, runs overlaid."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    if not runs:
+        raise PlotError("no runs to plot")
+    available = {name for run in runs for name, series in run.metrics.items() if series}
+    wanted = expand(metrics, available) if metrics else default_metrics(runs)
+    warnings = [f"no run has {name}" for name in wanted if name not in available and metrics]
+    if not metrics and "train.loss" not in available:
+        warnings.append("no run has train.loss")
+    wanted = [name for name in wanted if name in available]
+    if not wanted:
+        raise PlotError("nothing to plot: " + (", ".join(metrics) if metrics else "the runs have no metrics yet")
+                        + f" (the runs have: {', '.join(sorted(available)) or 'no metrics.csv rows'})")
+    panels = list(dict.fromkeys(panel_of(name) for name in wanted))
+    thresholds = _all_thresholds(runs)
+
+    fig = Figure(figsize=(10, 2.6 * len(panels) + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    several = len(runs) > 1
+    for ax, panel in zip(axes, panels):
+        for run, colour in zip(runs, colours):
+            for name in [n for n in wanted if panel_of(n) == panel]:
+                series = run.metrics.get(name)
+                if not series:
+                    continue
+                steps, values = zip(*series)
+                val = name.startswith("val.")
+                ax.plot(steps, values, color=colour, linestyle="--" if val else "-",
+                        marker="o" if val else None, markersize=3.5, linewidth=1.3,
+                        label=f"{run.label} {name}" if several else name)
+            for promo in run.promotions:
+                ax.axvline(promo.get("step", 0), color=colour, linestyle=":", linewidth=1.0, alpha=0.8)
+        for th in thresholds:
+            if panel_of(th.series) == panel and any(n == th.series for n in wanted):
+                ax.axhline(th.value, color="0.35", linestyle="-.", linewidth=0.9)
+                ax.annotate(th.label, xy=(1.0, th.value), xycoords=("axes fraction", "data"),
+                            xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom",
+                            fontsize=7, color="0.3")
+        ax.set_ylabel(panel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    top = axes[0]
+    for run, colour in zip(runs, colours):
+        for promo in run.promotions:
+            text = f"{promo.get('old')}→{promo.get('new')}"
+            if len({p.get('axis') for p in run.promotions}) > 1:
+                text = f"{promo.get('axis')}: {text}"
+            top.annotate(text, xy=(promo.get("step", 0), 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(2, -2), textcoords="offset points", rotation=90, ha="left", va="top",
+                         fontsize=7, color=colour)
+    axes[-1].set_xlabel("step")
+    fig.suptitle(title or _title(runs), fontsize=10)
+    return fig, warnings
+
+
+def _all_thresholds(runs: list[RunData]) -> list[Threshold]:
+    seen = {}
+    for run in runs:
+        for gate in gates(run.plan):
+            for th in gate_thresholds(gate):
+                seen.setdefault((th.series, th.value), th)
+    return list(seen.values())
+
+
+def _title(runs: list[RunData]) -> str:
+    names = list(dict.fromkeys(run.plan.get("name") or run.path.parent.name for run in runs))
+    if len(runs) == 1:
+        run = runs[0]
+        profile = run.plan.get("profile")
+        return f"{names[0]} / {run.path.name}" + (f" (profile {profile})" if profile else "")
+    return f"{', '.join(names)}: {len(runs)} runs"

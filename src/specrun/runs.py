@@ -1,0 +1,300 @@
+"""runs: what ran, read back from run directories (``specrun runs``).
+
+Everything here reads files a run left behind (run.json, plan.json, metrics.csv,
+events.jsonl) and never writes. A run killed with SIGKILL leaves ``running`` in
+run.json; ``rundir.effective_status`` turns that into ``interrupted`` when the
+recorded pid is gone, so the table stays true.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+_SPEC_LINE = re.compile(r"^\s*spec\s+([A-Za-z_][\w\-]*)", re.MULTILINE)
+
+
+@dataclass
+class Best:
+    metric: str
+    value: float | None
+    step: int | None
+
+
+@dataclass
+class RunInfo:
+    spec: str
+    run_id: str
+    path: str
+    status: str
+    step: int | None
+    phases: dict = field(default_factory=dict)
+    best: Best | None = None
+    started: float | None = None
+    duration_s: float | None = None
+    message: str = ""
+    profile: str | None = None
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["started_iso"] = datetime.fromtimestamp(self.started).isoformat(timespec="seconds") \
+            if self.started else None
+        return out
+
+
+# ---- reading one run ------------------------------------------------------------------
+
+def is_run_dir(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / "plan.json").exists() or (path / "run.json").exists())
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    """events.jsonl as a list; a torn last line (a killed writer) is skipped."""
+    out = []
+    try:
+        with open(Path(run_dir) / "events.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    out.append(record)
+    except OSError:
+        pass
+    return out
+
+
+def _number(text) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """metrics.csv as ``column -> [(step, value), ...]`` sorted by step.
+
+    The file is append-only across resumes, so a step may appear twice (a resume
+    from an earlier checkpoint logs it again): the row written last wins.
+    """
+    by_column: dict[str, dict[int, float]] = {}
+    try:
+        with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                step = _number(row.get("step"))
+                if step is None:
+                    continue
+                for name, text in row.items():
+                    if name in (None, "step"):
+                        continue
+                    value = _number(text)
+                    if value is not None:
+                        by_column.setdefault(name, {})[int(step)] = value
+    except OSError:
+        return {}
+    return {name: sorted(values.items()) for name, values in by_column.items()}
+
+
+def validation_series(events: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """``val.<metric>`` series from ``validation`` events (a fallback for metrics.csv)."""
+    out: dict[str, dict[int, float]] = {}
+    for ev in events:
+        if ev.get("event") != "validation" or not isinstance(ev.get("metrics"), dict):
+            continue
+        for name, value in ev["metrics"].items():
+            value = _number(value)
+            if value is not None:
+                out.setdefault(f"val.{name}", {})[int(ev.get("step", 0))] = value
+    return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def best_metric(plan: dict) -> tuple[str, bool]:
+    """(metric, lower is better) the run is judged by: checkpoint.best, else val.loss."""
+    from specrun.expr import lower_is_better
+
+    best = ((plan.get("settings") or {}).get("checkpoint") or {}).get("best") or {}
+    metric = best.get("metric") or "val.loss"
+    mode = best.get("mode")
+    lower = mode == "min" if mode in ("min", "max") else lower_is_better(metric)
+    return metric, lower
+
+
+def find_best(plan: dict, metrics: dict, events: list[dict]) -> Best:
+    metric, lower = best_metric(plan)
+    series = metrics.get(metric) or validation_series(events).get(metric) or []
+    if not series:
+        return Best(metric, None, None)
+    step, value = (min if lower else max)(series, key=lambda sv: sv[1])
+    return Best(metric, value, step)
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    from specrun.engine.rundir import effective_status, read_status
+
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    plan = read_json(run_dir / "plan.json")
+    events = read_events(run_dir)
+    state = effective_status(status) if status else "unknown"
+    started = status.get("started")
+    if started is None:
+        starts = [ev.get("time") for ev in events if ev.get("event") == "start"]
+        started = starts[0] if starts else None
+    if state == "running":
+        end = time.time()
+    else:
+        end = status.get("updated") or (events[-1].get("time") if events else None)
+    duration = max(end - started, 0.0) if started and end else None
+    return RunInfo(
+        spec=status.get("spec") or plan.get("name") or run_dir.parent.name,
+        run_id=run_dir.name,
+        path=str(run_dir),
+        status=state,
+        step=status.get("step"),
+        phases=dict(status.get("phases") or {}),
+        best=find_best(plan, read_metrics(run_dir), events),
+        started=started,
+        duration_s=duration,
+        message=_message(status, state),
+        profile=plan.get("profile"),
+    )
+
+
+def _message(status: dict, state: str) -> str:
+    if status.get("status") == "running" and state == "interrupted":
+        return f"marked running, but process {status.get('pid')} on {status.get('host')} is gone"
+    return status.get("message", "")
+
+
+# ---- finding runs ------------------------------------------------------------------------
+
+def spec_name(spec: str) -> str:
+    """A spec name from a name or a .train path (its ``spec NAME`` line)."""
+    path = Path(spec)
+    if spec.endswith(".train") or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot read {spec}: {exc.strerror}") from None
+        try:
+            from specrun.document import locate
+            from specrun.parse import parse
+
+            name = locate(parse(text, spec)).data.get("spec")
+        except Exception:  # an invalid spec still names its runs
+            name = None
+        if not name:
+            m = _SPEC_LINE.search(text)
+            name = m.group(1) if m else path.stem
+        return str(name)
+    return spec
+
+
+def find_runs(spec: str | None = None, base: str | Path = "runs") -> list[Path]:
+    """Run directories under ``base`` (``base/<spec>/<run-id>``), oldest first."""
+    base = Path(base)
+    if spec is not None:
+        roots = [base / spec_name(spec)]
+    else:
+        roots = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    found = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        found += [p for p in root.iterdir() if is_run_dir(p)]
+    return sorted(found, key=_started_key)
+
+
+def _started_key(path: Path):
+    from specrun.engine.rundir import read_status
+
+    started = read_status(path).get("started")
+    if started is None:
+        for name in ("plan.json", "run.json"):
+            if (path / name).exists():
+                started = (path / name).stat().st_mtime
+                break
+    return (started or 0.0, path.name)
+
+
+def list_runs(spec: str | None = None, base: str | Path = "runs") -> list[RunInfo]:
+    return [read_run(p) for p in find_runs(spec, base)]
+
+
+def resolve_run(ref: str, base: str | Path = "runs") -> Path:
+    """A run directory from a path, or the latest run of a spec (a name or a .train path)."""
+    path = Path(ref)
+    if is_run_dir(path):
+        return path
+    if path.is_dir() and any(is_run_dir(p) for p in path.iterdir()):  # runs/<spec>
+        return max((p for p in path.iterdir() if is_run_dir(p)), key=_started_key)
+    name = spec_name(ref)
+    runs = find_runs(name, base)
+    if not runs:
+        raise FileNotFoundError(
+            f"{ref}: not a run directory, and no runs of spec {name!r} under {Path(base) / name}")
+    return runs[-1]
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+COLUMNS = ("spec", "run", "status", "step", "phase", "best", "started", "duration")
+
+
+def table_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
+    rows = []
+    for r in runs:
+        phase = ", ".join(f"{a}={p}" if len(r.phases) > 1 else str(p) for a, p in r.phases.items()) or "-"
+        best = f"{r.best.metric} {format_value(r.best.value)}" if r.best and r.best.value is not None \
+            else (f"{r.best.metric} -" if r.best else "-")
+        if r.best and r.best.step is not None:
+            best += f" @{r.best.step}"
+        started = datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else "-"
+        rows.append((r.spec, r.run_id, r.status, "-" if r.step is None else str(r.step), phase, best,
+                     started, format_duration(r.duration_s)))
+    return rows
+
+
+def render_table(runs: list[RunInfo]) -> str:
+    rows = [tuple(c.upper() for c in COLUMNS)] + table_rows(runs)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
