@@ -121,6 +121,7 @@ def fmt_command(paths, check, show_diff):
     """
     import difflib
 
+    from specrun.atomic import write_text_atomic
     from specrun.fmt import FormatError, format_source
     from specrun.parse import read_source
 
@@ -146,29 +147,12 @@ def fmt_command(paths, check, show_diff):
         elif check:
             click.echo(f"would reformat {path}")
         else:
-            _write_atomic(path, out)
+            write_text_atomic(path, out)
             click.echo(f"reformatted {path}")
     if failed:
         sys.exit(123)
     if changed and (check or show_diff):
         sys.exit(1)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    import os
-    import tempfile
-
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- diff -----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from specrun.engine.atomic import fsync_dir, write_json_atomic
+from specrun.atomic import fsync_dir, write_json_atomic
 
 INDEX = "index.json"
 

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from specrun.engine.atomic import write_json_atomic
+from specrun.atomic import write_json_atomic
 
 STATUS = "run.json"
 
