@@ -26,7 +26,6 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import import_module
-from importlib.metadata import entry_points
 
 from specrun.resources import resource_dir
 
@@ -87,8 +86,41 @@ def _builtin_entries() -> list[Component]:
     return entries
 
 
+def _may_have_plugins() -> bool:
+    """Whether an installed distribution may declare ``specrun.components`` entry points.
+
+    A look at the entry_points.txt files on sys.path, without importing importlib.metadata
+    (which costs about as much as the rest of `specrun validate`). False only when
+    none mentions the group; the real scan below decides everything else.
+    """
+    import os
+    import sys
+
+    for folder in sys.path:
+        folder = folder or "."
+        try:
+            names = os.listdir(folder)
+        except OSError:  # a missing folder, or a zip: importlib.metadata looks into zips
+            if os.path.isfile(folder):
+                return True
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8") as fh:
+                        if "specrun.components" in fh.read():
+                            return True
+                except OSError:
+                    continue
+    return False
+
+
 def _plugin_entries() -> list[Component]:
     entries = []
+    if not _may_have_plugins():
+        return entries
+    from importlib.metadata import entry_points
+
     for ep in entry_points(group="specrun.components"):
         for raw in ep.load():
             entries.append(_entry(raw, f"plugin {ep.name}"))

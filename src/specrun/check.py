@@ -16,9 +16,6 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import jsonschema
-from jsonschema import Draft202012Validator
-
 from specrun import catalog as cat
 from specrun import expr as ex
 from specrun import syntax as s
@@ -29,10 +26,14 @@ from specrun.resources import resource_dir
 from specrun.values import Gate, IntRange, Qty, describe
 
 SPEC_TYPES = {
+    # a whole number is written as one: JSON Schema would take 32.0 for an integer, the
+    # engine would then get a float where it counts
+    "integer": lambda c, v: isinstance(v, int) and not isinstance(v, bool),
     "bytes": lambda c, v: isinstance(v, Qty) and v.dimension == "bytes",
     "duration": lambda c, v: isinstance(v, Qty) and v.dimension == "duration",
     "span": lambda c, v: isinstance(v, Qty) and v.dimension == "span",
-    "range": lambda c, v: isinstance(v, IntRange),
+    "range": lambda c, v: (isinstance(v, IntRange) and all(isinstance(x, int) and not isinstance(x, bool)
+                                                            for x in (v.lo, v.hi)) and v.lo <= v.hi),
     "gate": lambda c, v: isinstance(v, Gate),
 }
 TYPE_WORDS = {
@@ -72,12 +73,274 @@ def spec_schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator_class():
+    """jsonschema's Draft 2020-12 validator with the spec types: the reference implementation,
+    used for any schema that needs more than ``_Subset`` knows (imported only then)."""
+    import jsonschema
+    from jsonschema import Draft202012Validator
+
     checker = Draft202012Validator.TYPE_CHECKER.redefine_many(SPEC_TYPES)
     return jsonschema.validators.extend(Draft202012Validator, type_checker=checker)
 
 
 def _validator(schema: dict):
+    """A validator for ``schema``: the fast subset validator when it covers the schema."""
+    if _Subset.covers(schema):
+        return _Subset(schema)
     return _validator_class()(schema)
+
+
+# ---- the subset validator -------------------------------------------------------------------
+#
+# Importing jsonschema (and the metaschemas it loads) costs more than parsing and checking
+# every reference spec; `specrun validate` must stay quick. The spec and component schemas
+# use a small part of JSON Schema, which _Subset implements with jsonschema's semantics and
+# error objects. A schema using anything else goes to jsonschema itself; a test holds the two
+# to the same errors.
+
+_ANNOTATIONS = {"$schema", "$id", "$defs", "definitions", "$comment", "title", "description", "default",
+                "examples", "deprecated", "readOnly", "writeOnly", "format"}
+_KEYWORDS = {"type", "properties", "additionalProperties", "required", "enum", "const", "minimum", "maximum",
+             "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "items", "uniqueItems",
+             "pattern", "minLength", "maxLength", "multipleOf", "$ref", "anyOf", "oneOf", "allOf", "not"}
+_JSON_TYPES = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _equal(a, b) -> bool:
+    """jsonschema's equality: true is not 1, 1 is 1.0, containers compare by content."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+@dataclass
+class _Error:
+    """The parts of jsonschema.ValidationError that _translate reads."""
+
+    message: str
+    validator: str
+    validator_value: object
+    instance: object
+    schema: dict
+    absolute_path: tuple
+
+
+class _Subset:
+    def __init__(self, schema: dict):
+        self.root = schema
+
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def _covers_json(text: str) -> bool:
+        def ok(node, where_keywords: bool) -> bool:
+            if isinstance(node, list):
+                return all(ok(n, True) for n in node)
+            if not isinstance(node, dict):
+                return True
+            if where_keywords:  # a schema object: every key must be known
+                for key, value in node.items():
+                    if key in ("properties", "$defs", "definitions"):
+                        if not isinstance(value, dict) or not all(ok(v, True) for v in value.values()):
+                            return False
+                    elif key in ("items", "additionalProperties", "not"):
+                        if not (isinstance(value, bool) or (isinstance(value, dict) and ok(value, True))):
+                            return False
+                    elif key in ("anyOf", "oneOf", "allOf"):
+                        if not isinstance(value, list) or not all(ok(v, True) for v in value):
+                            return False
+                    elif key == "$ref":
+                        if not (isinstance(value, str) and value.startswith("#/")):
+                            return False
+                    elif key not in _KEYWORDS and key not in _ANNOTATIONS:
+                        return False
+            return True
+
+        return ok(json.loads(text), True)
+
+    @classmethod
+    def covers(cls, schema: dict) -> bool:
+        try:
+            return cls._covers_json(json.dumps(schema, sort_keys=True, default=str))
+        except (TypeError, ValueError):
+            return False
+
+    def is_type(self, value, kind: str) -> bool:
+        check = SPEC_TYPES.get(kind)
+        if check is not None:
+            return bool(check(None, value))
+        check = _JSON_TYPES.get(kind)
+        return bool(check and check(value))
+
+    def is_valid(self, instance, schema=None) -> bool:
+        return next(self._errors(instance, self.root if schema is None else schema, ()), None) is None
+
+    def iter_errors(self, instance):
+        yield from self._errors(instance, self.root, ())
+
+    def _ref(self, ref: str) -> dict:
+        node = self.root
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def _errors(self, inst, schema, path):
+        if schema is True:
+            return
+        if schema is False:
+            yield _Error("False schema does not allow the value", "false", False, inst, schema, path)
+            return
+        for key, value in schema.items():
+            if key in _ANNOTATIONS:
+                continue
+            yield from getattr(self, "_k_" + key.lstrip("$"))(value, inst, schema, path)
+
+    def _err(self, message, keyword, value, inst, schema, path):
+        return _Error(message, keyword, value, inst, schema, path)
+
+    def _k_ref(self, value, inst, schema, path):
+        yield from self._errors(inst, self._ref(value), path)
+
+    def _k_type(self, value, inst, schema, path):
+        kinds = [value] if isinstance(value, str) else value
+        if not any(self.is_type(inst, k) for k in kinds):
+            yield self._err(f"{inst!r} is not of type {', '.join(map(repr, kinds))}", "type", value, inst, schema, path)
+
+    def _k_properties(self, value, inst, schema, path):
+        if isinstance(inst, dict):
+            for name, sub in value.items():
+                if name in inst:
+                    yield from self._errors(inst[name], sub, path + (name,))
+
+    def _k_additionalProperties(self, value, inst, schema, path):
+        if not isinstance(inst, dict):
+            return
+        extras = [k for k in inst if k not in schema.get("properties", {})]
+        if value is False:
+            if extras:
+                yield self._err(f"Additional properties are not allowed ({', '.join(map(repr, extras))} "
+                                f"{'was' if len(extras) == 1 else 'were'} unexpected)",
+                                "additionalProperties", value, inst, schema, path)
+        elif isinstance(value, dict):
+            for k in extras:
+                yield from self._errors(inst[k], value, path + (k,))
+
+    def _k_required(self, value, inst, schema, path):
+        if isinstance(inst, dict):
+            for name in value:
+                if name not in inst:
+                    yield self._err(f"{name!r} is a required property", "required", value, inst, schema, path)
+
+    def _k_enum(self, value, inst, schema, path):
+        if not any(_equal(inst, v) for v in value):
+            yield self._err(f"{inst!r} is not one of {value!r}", "enum", value, inst, schema, path)
+
+    def _k_const(self, value, inst, schema, path):
+        if not _equal(inst, value):
+            yield self._err(f"{value!r} was expected", "const", value, inst, schema, path)
+
+    def _number(self, inst) -> bool:
+        return self.is_type(inst, "number")
+
+    def _k_minimum(self, value, inst, schema, path):
+        if self._number(inst) and inst < value:
+            yield self._err(f"{inst!r} is less than the minimum of {value!r}", "minimum", value, inst, schema, path)
+
+    def _k_maximum(self, value, inst, schema, path):
+        if self._number(inst) and inst > value:
+            yield self._err(f"{inst!r} is greater than the maximum of {value!r}", "maximum", value, inst,
+                            schema, path)
+
+    def _k_exclusiveMinimum(self, value, inst, schema, path):
+        if self._number(inst) and inst <= value:
+            yield self._err(f"{inst!r} is less than or equal to the minimum of {value!r}", "exclusiveMinimum",
+                            value, inst, schema, path)
+
+    def _k_exclusiveMaximum(self, value, inst, schema, path):
+        if self._number(inst) and inst >= value:
+            yield self._err(f"{inst!r} is greater than or equal to the maximum of {value!r}",
+                            "exclusiveMaximum", value, inst, schema, path)
+
+    def _k_multipleOf(self, value, inst, schema, path):
+        if self._number(inst):
+            if isinstance(value, float):
+                quotient = inst / value
+                try:
+                    failed = int(quotient) != quotient
+                except OverflowError:
+                    failed = True
+            else:
+                failed = inst % value
+            if failed:
+                yield self._err(f"{inst!r} is not a multiple of {value}", "multipleOf", value, inst, schema, path)
+
+    def _k_minItems(self, value, inst, schema, path):
+        if isinstance(inst, list) and len(inst) < value:
+            yield self._err(f"{inst!r} should be non-empty" if value == 1 else f"{inst!r} is too short",
+                            "minItems", value, inst, schema, path)
+
+    def _k_maxItems(self, value, inst, schema, path):
+        if isinstance(inst, list) and len(inst) > value:
+            yield self._err(f"{inst!r} is too long", "maxItems", value, inst, schema, path)
+
+    def _k_uniqueItems(self, value, inst, schema, path):
+        if value and isinstance(inst, list):
+            if any(_equal(a, b) for i, a in enumerate(inst) for b in inst[i + 1:]):
+                yield self._err(f"{inst!r} has non-unique elements", "uniqueItems", value, inst, schema, path)
+
+    def _k_items(self, value, inst, schema, path):
+        if isinstance(inst, list):
+            for i, item in enumerate(inst):
+                yield from self._errors(item, value, path + (i,))
+
+    def _k_pattern(self, value, inst, schema, path):
+        import re
+
+        if isinstance(inst, str) and not re.search(value, inst):
+            yield self._err(f"{inst!r} does not match {value!r}", "pattern", value, inst, schema, path)
+
+    def _k_minLength(self, value, inst, schema, path):
+        if isinstance(inst, str) and len(inst) < value:
+            yield self._err(f"{inst!r} is too short", "minLength", value, inst, schema, path)
+
+    def _k_maxLength(self, value, inst, schema, path):
+        if isinstance(inst, str) and len(inst) > value:
+            yield self._err(f"{inst!r} is too long", "maxLength", value, inst, schema, path)
+
+    def _k_anyOf(self, value, inst, schema, path):
+        if not any(self.is_valid(inst, sub) for sub in value):
+            yield self._err(f"{inst!r} is not valid under any of the given schemas", "anyOf", value, inst,
+                            schema, path)
+
+    def _k_oneOf(self, value, inst, schema, path):
+        matches = sum(self.is_valid(inst, sub) for sub in value)
+        if matches == 0:
+            yield self._err(f"{inst!r} is not valid under any of the given schemas", "oneOf", value, inst,
+                            schema, path)
+        elif matches > 1:
+            yield self._err(f"{inst!r} is valid under each of several given schemas", "oneOf", value, inst,
+                            schema, path)
+
+    def _k_allOf(self, value, inst, schema, path):
+        for sub in value:
+            yield from self._errors(inst, sub, path)
+
+    def _k_not(self, value, inst, schema, path):
+        if self.is_valid(inst, value):
+            yield self._err(f"{value!r} should not be valid under {inst!r}", "not", value, inst, schema, path)
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -102,23 +365,46 @@ def _schema_diagnostics(loc: Located, instance, schema: dict, base: tuple, what:
     return out
 
 
+def label(data: dict, path: tuple) -> str:
+    """A data path as the user addresses it: ``curriculum.r8.task.rounds`` (phases by name,
+    the ``set`` of a phase left out), the way profiles and --set name it too."""
+    parts, node = [], data
+    for i, p in enumerate(path):
+        prev = path[i - 1] if i else None
+        if isinstance(p, int):
+            entry = node[p] if isinstance(node, list) and 0 <= p < len(node) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if prev in ("phases", "axes") and isinstance(name, str):
+                parts[-1] = name
+            elif prev != "expect":
+                parts.append(str(p))
+        elif not (p == "set" and prev is not None and isinstance(prev, int)):
+            parts.append(str(p))
+        node = node.get(p) if isinstance(node, dict) else (
+            node[p] if isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node) else None)
+    return ".".join(parts)
+
+
 def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Diagnostic]:
     path = base + tuple(err.absolute_path)
-    dotted = ".".join(str(p) for p in path if not isinstance(p, int)) or what
+    dotted = label(loc.data, path) or what
     validator, value = err.validator, err.instance
     if validator == "additionalProperties":
         props = _resolve(err.schema, root).get("properties", {})
         extras = [k for k in value if k not in props]
-        parent = ".".join(str(p) for p in path) or "the spec"
+        parent = label(loc.data, path) or "the spec"
+        if {"name", "promote", "set"} <= set(props):  # a phase: what it sets lives under set
+            props = {"promote": None, "task.NAME": None, "model.NAME": None, "optimizer.NAME": None,
+                     "loss.NAME": None}
         return [
             Diagnostic("E200", f"unknown setting '{k}' in {parent}", loc.span(path + (k,), key=True),
                        did_you_mean(k, props) or f"known settings: {', '.join(sorted(props)) or 'none'}")
             for k in extras
         ]
-    span = loc.span(path)
+    span = loc.value_span(path)
     if validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
-        where = f"in {'.'.join(map(str, path))}" if path else "in the spec"
+        where = f"in {label(loc.data, path)}" if path else "in the spec"
         return [Diagnostic("E204", f"missing setting '{missing}' {where}", loc.span(path, key=True),
                            _required_hint(missing))]
     if validator == "type":
@@ -127,7 +413,9 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
                                           ([err.validator_value] if isinstance(err.validator_value, str)
                                            else err.validator_value)):
             return [Diagnostic("E202", f"{dotted} expects {expected}, got {value} ({value.dimension})", span)]
-        return [Diagnostic("E201", f"{dotted} expects {expected}, got {describe(value)}", span)]
+        written = loc.written(path)
+        return [Diagnostic("E201", f"{dotted} expects {expected}, got {written or _shown(value)}", span,
+                           _type_hint(value, err.validator_value, written))]
     if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         words = {"minimum": "at least", "exclusiveMinimum": "greater than",
                  "maximum": "at most", "exclusiveMaximum": "less than"}[validator]
@@ -146,6 +434,32 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
     if validator in ("anyOf", "oneOf"):
         return [Diagnostic("E201", f"{dotted}: {describe(value)} is not a valid value", span)]
     return [Diagnostic("E201", f"{dotted}: {err.message}", span)]
+
+
+def _shown(value) -> str:
+    """A value in a message: strings quoted, so `got "two"` reads as the text it was."""
+    if isinstance(value, str):
+        return '"' + value + '"' if len(value) <= 40 else '"' + value[:37] + '..."'
+    if isinstance(value, IntRange):
+        return f"the range {value}"
+    if isinstance(value, Gate):
+        return f"`when {value}`"
+    if isinstance(value, dict):
+        return "a block { ... }"
+    return describe(value)
+
+
+def _type_hint(value, types, written: str | None = None) -> str | None:
+    types = [types] if isinstance(types, str) else list(types)
+    if isinstance(value, str) and any(t in ("integer", "number") for t in types) and (
+            written is None or written.startswith('"')):
+        return "numbers are written without quotes"
+    if isinstance(value, float) and "integer" in types and value.is_integer():
+        return f"write {int(value)}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and set(types) & {"bytes", "duration", "span"}:
+        unit = {"bytes": "GB", "duration": "s", "span": " steps"}[next(t for t in types if t in ("bytes", "duration", "span"))]
+        return f"give the unit: {value}{unit}"
+    return None
 
 
 def _required_hint(key: str) -> str | None:
@@ -175,6 +489,30 @@ def _component_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
             continue
         params = {k: v for k, v in block.items() if k != "type"}
         out += _schema_diagnostics(loc, params, comp.params, (kind,), f"{kind} {name}")
+    out += _phase_set_diagnostics(loc, data)
+    return out
+
+
+def _phase_set_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
+    """What a phase applies (``task.rounds 16``) is checked against the component's
+    parameters like the component block itself, except that nothing is required."""
+    out = []
+    cur = _d(data.get("curriculum"))
+    if isinstance(cur.get("axes"), list):
+        lists = [(("curriculum", "axes", i), a.get("phases")) for i, a in enumerate(cur["axes"]) if isinstance(a, dict)]
+    else:
+        lists = [(("curriculum",), cur.get("phases"))]
+    for base, raw in lists:
+        for i, phase in enumerate(raw if isinstance(raw, list) else ()):
+            if not isinstance(phase, dict):
+                continue
+            for kind, params in _d(phase.get("set")).items():
+                comp = _component(data, kind)
+                if comp is None or not isinstance(params, dict):
+                    continue
+                schema = {k: v for k, v in comp.params.items() if k != "required"}
+                out += _schema_diagnostics(loc, params, schema, base + ("phases", i, "set", kind),
+                                           f"{kind} {comp.name}")
     return out
 
 
@@ -204,6 +542,7 @@ def apply_overrides(loc: Located, statements, origin: str) -> None:
         loc.diagnostics += tmp.diagnostics
         loc.spans.update(tmp.spans)
         loc.key_spans.update(tmp.key_spans)
+        loc.value_spans.update(tmp.value_spans)
         node = loc.data
         for part in base:
             node = node[part]
@@ -269,18 +608,36 @@ def _gates(data: dict, path: tuple = ()):
             yield from _gates(v, path + (i,))
 
 
+def _d(value) -> dict:
+    """``value`` if it is a block, else {}: semantic rules run beside the schema's, on data
+    that may not have the expected shape, and must not trip over it."""
+    return value if isinstance(value, dict) else {}
+
+
+def _num(value):
+    """``value`` if it is a plain number (not a bool), else None."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _axes(data: dict) -> list[tuple[str, list[dict]]]:
-    cur = data.get("curriculum") or {}
+    """(axis name, its phase entries) for the curriculum; one axis 'curriculum' without axes."""
+    cur = _d(data.get("curriculum"))
     if isinstance(cur.get("axes"), list):
-        return [(a.get("name"), a.get("phases") or []) for a in cur["axes"] if isinstance(a, dict)]
+        return [(a.get("name"), [p for p in a.get("phases") if isinstance(p, dict)]
+                 if isinstance(a.get("phases"), list) else [])
+                for a in cur["axes"] if isinstance(a, dict)]
     if isinstance(cur.get("phases"), list):
-        return [("curriculum", cur["phases"])]
+        return [("curriculum", [p for p in cur["phases"] if isinstance(p, dict)])]
     return []
 
 
+def _component(data: dict, kind: str):
+    name = _d(data.get(kind)).get("type")
+    return cat.lookup(kind, name) if isinstance(name, str) else None
+
+
 def known_metrics(data: dict) -> dict[str, set[str]]:
-    task = cat.lookup("task", (data.get("task") or {}).get("type", ""))
-    model = cat.lookup("model", (data.get("model") or {}).get("type", ""))
+    task, model = _component(data, "task"), _component(data, "model")
     task_metrics = set(task.metrics) if task else set()
     model_metrics = set(model.metrics) if model else set()
     return {
@@ -289,19 +646,95 @@ def known_metrics(data: dict) -> dict[str, set[str]]:
     }
 
 
-def _check_expr(loc: Located, path: tuple, gate: Gate, data: dict, in_phase: bool) -> list[Diagnostic]:
+def _phase_names(data: dict) -> set[str]:
+    """What reached() may name: axis.phase, and the bare phase name without axes."""
+    axes = _axes(data)
+    names = {f"{axis}.{p.get('name')}" for axis, phases in axes for p in phases}
+    if axes and axes[0][0] == "curriculum":
+        names |= {str(p.get("name")) for _, phases in axes for p in phases}
+    return names
+
+
+def _check_expr(loc: Located, path: tuple, gate: Gate, data: dict, in_phase: bool,
+                metrics: dict | None = None, phase_names: set | None = None) -> list[Diagnostic]:
     out = []
-    metrics = known_metrics(data)
-    phase_names = {f"{axis}.{p.get('name')}" for axis, phases in _axes(data) for p in phases}
-    single = _axes(data)[0][0] == "curriculum" if _axes(data) else False
-    if single:
-        phase_names |= {p.get("name") for _, phases in _axes(data) for p in phases}
+    metrics = known_metrics(data) if metrics is None else metrics
+    phase_names = _phase_names(data) if phase_names is None else phase_names
+    targets = {id(n.args[0]) for n in ex.walk(gate.expr)
+               if isinstance(n, s.Call) and n.name == "reached" and n.args}
     for node in ex.walk(gate.expr):
-        if isinstance(node, s.Ref):
+        if isinstance(node, s.Ref) and id(node) not in targets:  # reached(axis.phase) names a phase
             out += _check_ref(node, metrics, in_phase)
         elif isinstance(node, s.Call):
             out += _check_call(node, phase_names)
-    return out
+    kinds: list[Diagnostic] = []
+    _want(gate.expr, "condition", kinds, "a gate is a condition, true or false")
+    return out + kinds
+
+
+# ---- kinds: conditions, numbers, strings ------------------------------------------------------
+#
+# A gate must be a condition (`promote when phase.steps` would promote at once, since any
+# number but 0 is true); `and`, `or` and `not` join conditions; arithmetic and <, > take
+# numbers. The kinds are few, so they are inferred, not declared.
+
+_CONDITION_FUNCTIONS = {"plateau", "reached"}
+_KIND_WORDS = {"condition": "a condition", "number": "a number", "string": "a string"}
+
+
+def _kind(node, out: list) -> str:
+    """``condition``, ``number``, ``string`` or ``any`` (unknown functions); mismatches go to ``out``."""
+    if isinstance(node, s.Bool):
+        return "condition"
+    if isinstance(node, (s.Number, s.Quantity, s.Ref)):
+        return "number"
+    if isinstance(node, s.String):
+        return "string"
+    if isinstance(node, s.Not):
+        _want(node.operand, "condition", out, "'not' negates a condition")
+        return "condition"
+    if isinstance(node, s.Neg):
+        _want(node.operand, "number", out, "'-' negates a number")
+        return "number"
+    if isinstance(node, s.Call):
+        fn = ex.FUNCTIONS.get(node.name)
+        if fn is None:
+            return "any"
+        rest = node.args[1:] if fn.series_first or node.name == "reached" else node.args
+        for arg in rest:
+            _want(arg, "number", out, f"{node.name}() takes numbers after its first argument")
+        for key, value in node.kwargs:
+            _want(value, "string" if key == "mode" else "number", out, f"{node.name}({key}=...)")
+        return "condition" if node.name in _CONDITION_FUNCTIONS else "number"
+    op = node.op
+    if op in ("and", "or"):
+        _want(node.left, "condition", out, f"'{op}' joins conditions")
+        _want(node.right, "condition", out, f"'{op}' joins conditions")
+        return "condition"
+    if op in ("==", "!="):
+        left, right = _kind(node.left, out), _kind(node.right, out)
+        if "any" not in (left, right) and left != right:
+            out.append(Diagnostic("E405", f"'{op}' compares {_KIND_WORDS[left]} with {_KIND_WORDS[right]}",
+                                  node.span, "both sides must be of the same kind"))
+        return "condition"
+    _want(node.left, "number", out, f"'{op}' works on numbers")
+    _want(node.right, "number", out, f"'{op}' works on numbers")
+    return "condition" if op in ("<", "<=", ">", ">=") else "number"
+
+
+def _want(node, kind: str, out: list, why: str) -> None:
+    got = _kind(node, out)
+    if got in (kind, "any"):
+        return
+    from specrun.fmt import format_expr
+
+    text = format_expr(node)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    hint = why
+    if kind == "condition" and got == "number":
+        hint += f"; compare it, e.g. `{text} >= 1`" if isinstance(node, s.Ref) else f"; compare it, e.g. `{text} > 0`"
+    out.append(Diagnostic("E405", f"expected {_KIND_WORDS[kind]}, but `{text}` is {_KIND_WORDS[got]}",
+                          node.span, hint))
 
 
 def _check_ref(node: s.Ref, metrics: dict, in_phase: bool) -> list[Diagnostic]:
@@ -310,20 +743,22 @@ def _check_ref(node: s.Ref, metrics: dict, in_phase: bool) -> list[Diagnostic]:
         split, metric = node.parts
         if metric in metrics[split]:
             return []
+        close = did_you_mean(metric, metrics[split])
         return [Diagnostic("E400", f"unknown metric '{name}'", node.span,
-                           did_you_mean(metric, metrics[split])
+                           (f"did you mean '{split}.{close.split(chr(39))[1]}'?" if close else None)
                            or f"{split} metrics: {', '.join(sorted(metrics[split]))}")]
     if name in ex.CONTEXT_NAMES:
         if name.startswith("phase.") and not in_phase:
             return [Diagnostic("E400", f"'{name}' only has a meaning in a phase's promote gate", node.span,
                                "use `step` or `epoch` here")]
         return []
-    everything = list(ex.CONTEXT_NAMES) + [f"{sp}.{m}" for sp, ms in metrics.items() for m in ms]
-    hint = did_you_mean(name, everything)
-    if hint is None and len(node.parts) == 1 and node.parts[0] in metrics["train"]:
+    hint = None
+    if len(node.parts) == 1 and node.parts[0] in metrics["train"]:
         hint = f"metrics are read per split: did you mean 'train.{name}'?"
+    everything = list(ex.CONTEXT_NAMES) + [f"{sp}.{m}" for sp, ms in metrics.items() for m in ms]
+    hint = hint or did_you_mean(name, everything)
     return [Diagnostic("E400", f"unknown name '{name}' in expression", node.span,
-                       hint or "names: step, epoch, phase.steps, phase.epochs, train.METRIC, val.METRIC")]
+                       hint or "names: step, epoch, lr, phase.steps, phase.epochs, train.METRIC, val.METRIC")]
 
 
 def _check_call(node: s.Call, phase_names: set[str]) -> list[Diagnostic]:
@@ -349,75 +784,112 @@ def _check_call(node: s.Call, phase_names: set[str]) -> list[Diagnostic]:
     if node.name == "reached" and node.args:
         target = node.args[0]
         if not isinstance(target, s.Ref) or target.dotted not in phase_names:
-            out.append(Diagnostic("E402", f"reached() names no phase: {getattr(target, 'dotted', '?')}",
-                                  target.span, f"phases: {', '.join(sorted(phase_names)) or 'none'}"))
+            named = getattr(target, "dotted", "?")
+            out.append(Diagnostic("E402", f"reached() names no phase: {named}", target.span,
+                                  did_you_mean(named, phase_names)
+                                  or f"phases: {', '.join(sorted(phase_names)) or 'none'}"))
     return out
 
 
 def _semantic_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
     out = []
-    for axis, phases in _axes(data):
-        seen: dict[str, int] = {}
+    cur = _d(data.get("curriculum"))
+    axes = _axes(data)
+    for index, (axis, phases) in enumerate(axes):
+        path = ("curriculum",) + (("axes", index) if isinstance(cur.get("axes"), list) else ())
+        seen: dict = {}
         for i, phase in enumerate(phases):
             name = phase.get("name")
+            if not isinstance(name, str):
+                continue
             if name in seen:
-                path = ("curriculum",) + ((("axes", _axis_index(data, axis)) if axis != "curriculum" else ()))
+                first = loc.span(path + ("phases", seen[name], "name"))
                 out.append(Diagnostic("E403", f"phase '{name}' appears twice in {axis}",
-                                      loc.span(path + ("phases", i, "name"))))
-            seen[name] = i
-    axes = [a for a, _ in _axes(data)]
-    for dup in {a for a in axes if axes.count(a) > 1}:
-        out.append(Diagnostic("E403", f"axis '{dup}' appears twice", loc.span(("curriculum",))))
+                                      loc.span(path + ("phases", i, "name")),
+                                      f"the first is at line {first.line}; phase names must differ"))
+            seen.setdefault(name, i)
+    first_axis: dict = {}
+    for index, (axis, _) in enumerate(axes):
+        if axis in first_axis and isinstance(axis, str):
+            first = loc.span(("curriculum", "axes", first_axis[axis], "name"))
+            out.append(Diagnostic("E403", f"axis '{axis}' appears twice",
+                                  loc.span(("curriculum", "axes", index, "name")),
+                                  f"the first is at line {first.line}; axis names must differ"))
+        first_axis.setdefault(axis, index)
+    metrics, phase_names = known_metrics(data), _phase_names(data)
     for path, gate in _gates(data):
         in_phase = len(path) >= 2 and path[-1] == "promote" and "phases" in path
-        out += _check_expr(loc, path, gate, data, in_phase)
+        out += _check_expr(loc, path, gate, data, in_phase, metrics, phase_names)
     out += _cross_field(loc, data)
     return out
 
 
-def _axis_index(data: dict, axis: str) -> int:
-    return [a.get("name") for a in data["curriculum"]["axes"]].index(axis)
+def _ref_at(data: dict, span: s.Span) -> tuple[str, ...]:
+    for _, gate in _gates(data):
+        for node in ex.walk(gate.expr):
+            if isinstance(node, s.Ref) and node.span == span:
+                return node.parts
+    return ("val",)
 
 
 def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
     out = []
-    prec = data.get("precision") or {}
+    prec = _d(data.get("precision"))
     if prec.get("loss_scale") == "dynamic" and prec.get("type") != "fp16":
-        out.append(Diagnostic("E600", f"loss_scale dynamic only applies to fp16, not {prec.get('type')}",
+        out.append(Diagnostic("E600", f"loss_scale dynamic only applies to fp16, not {describe(prec.get('type'))}",
                               loc.span(("precision", "loss_scale")),
                               "bf16 and fp32 have fp32's exponent range: drop loss_scale"))
-    sched = data.get("schedule") or {}
+    sched = _d(data.get("schedule"))
     steps = data.get("max_steps")
+    steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else None
+    epochs = data.get("max_epochs")
+    epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
     warm = sched.get("warmup")
+    warm_at = loc.value_span(("schedule", "warmup"))
     if isinstance(warm, Qty) and warm.span_unit == "%" and not 0 <= warm.value <= 100:
-        out.append(Diagnostic("E203", f"schedule.warmup must be between 0% and 100%, got {warm}",
-                              loc.span(("schedule", "warmup"))))
-    if isinstance(warm, Qty) and warm.span_unit == "%" and not (steps or data.get("max_epochs")):
-        out.append(Diagnostic("E600", "a warmup in % needs a finite run: set max_steps or max_epochs",
-                              loc.span(("schedule", "warmup"))))
-    warm_steps = warm if isinstance(warm, int) else (warm.value if isinstance(warm, Qty)
-                                                     and warm.span_unit == "steps" else None)
+        out.append(Diagnostic("E203", f"schedule.warmup must be between 0% and 100%, got {warm}", warm_at))
+    if isinstance(warm, Qty) and warm.span_unit == "%" and not (steps or epochs):
+        out.append(Diagnostic("E600", "a warmup in % needs a finite run: set max_steps or max_epochs", warm_at))
+    warm_steps = warm if isinstance(warm, int) and not isinstance(warm, bool) else (
+        warm.value if isinstance(warm, Qty) and warm.span_unit == "steps" else None)
     if steps and warm_steps is not None and warm_steps >= steps:
         out.append(Diagnostic("E600", f"warmup of {warm_steps} steps is not shorter than the run "
-                                      f"(max_steps {steps})", loc.span(("schedule", "warmup"))))
-    if sched.get("type") in ("cosine", "warmup_cosine") and not (steps or data.get("max_epochs")):
-        out.append(Diagnostic("E600", f"a {sched['type']} schedule decays over the run's length: "
-                                      "set max_steps or max_epochs", loc.span(("schedule", "type"))))
+                                      f"(max_steps {steps})", warm_at,
+                              "shorten the warmup, or give it as a share of the run: warmup 5%"))
+    for section, key in (("validation", "every"), ("checkpoint", "every"), ("log", "every"),
+                         ("memory", "check_every")):
+        every = _d(data.get(section)).get(key)
+        if isinstance(every, Qty) and every.dimension == "span" and every.value <= 0:
+            out.append(Diagnostic("E203", f"{section}.{key} must be more than 0, got {every}",
+                                  loc.value_span((section, key)), "how often: e.g. 500 steps, 1 epoch or 5%"))
+    for i, exp in enumerate(data.get("expect") if isinstance(data.get("expect"), list) else ()):
+        by = exp.get("by") if isinstance(exp, dict) else None
+        if isinstance(by, Qty) and by.dimension == "span" and by.value <= 0:
+            out.append(Diagnostic("E203", f"expect ... by must be more than 0, got {by}",
+                                  loc.value_span(("expect", i, "by"))))
+    kind = sched.get("type")
+    if kind in ("cosine", "warmup_cosine") and not (steps or epochs):
+        out.append(Diagnostic("E600", f"a {kind} schedule decays over the run's length: "
+                                      "set max_steps or max_epochs", loc.value_span(("schedule", "type"))))
     if "min_ratio" in sched and "eta_min" in sched:
         out.append(Diagnostic("E600", "set either schedule.min_ratio or schedule.eta_min, not both",
                               loc.span(("schedule", "eta_min"))))
-    uses_val = any(r.startswith("val.") for _, g in _gates(data) for r in ex.series_refs(g.expr))
-    best = ((data.get("checkpoint") or {}).get("best") or {}).get("metric", "")
-    if (uses_val or best.startswith("val.")) and not data.get("validation"):
-        out.append(Diagnostic("E600", "validation metrics are read but there is no validation block",
-                              loc.span(("checkpoint", "best")) if best else s.Span(loc.path, 1, 1, 1, 1),
-                              "add `validation { every 500 steps  batches 10 }`"))
+    val_refs = sorted((n.span for _, g in _gates(data) for n in ex.walk(g.expr)
+                       if isinstance(n, s.Ref) and n.parts[0] == "val"),
+                      key=lambda sp: (sp.path != loc.path, sp.path, sp.line, sp.col))
+    best = _d(_d(data.get("checkpoint")).get("best")).get("metric", "")
+    best = best if isinstance(best, str) else ""
+    if (val_refs or best.startswith("val.")) and not data.get("validation"):
+        where = val_refs[0] if val_refs else loc.value_span(("checkpoint", "best", "metric"))
+        what = ".".join(_ref_at(data, where)) if val_refs else best
+        out.append(Diagnostic("E600", f"{what} is read but there is no validation block", where,
+                              "add `validation { every 500 steps; batches 10 }`"))
     if best:
         split, _, metric = best.partition(".")
         metrics = known_metrics(data)
         if split not in metrics or metric not in metrics[split]:
             out.append(Diagnostic("E400", f"checkpoint.best.metric: unknown metric '{best}'",
-                                  loc.span(("checkpoint", "best", "metric")),
+                                  loc.value_span(("checkpoint", "best", "metric")),
                                   did_you_mean(best, [f"{a}.{m}" for a in metrics for m in metrics[a]])))
     return out
 
@@ -450,13 +922,23 @@ def parse_set(option: str, index: int) -> s.Statement | Diagnostic:
     if not eq or not key.strip():
         return Diagnostic("E502", f"--set expects path=value, got {option!r}", s.Span(origin, 1, 1, 1, 2),
                           "e.g. --set optimizer.lr=3e-4")
+    if not value.strip():
+        return Diagnostic("E502", f"--set {key.strip()}= has no value", s.Span(origin, 1, len(key) + 1,
+                                                                                  1, len(key) + 2),
+                          f"e.g. --set {key.strip()}=VALUE; a list is [a, b], a string \"in quotes\"")
     text = f"{key} {value}"  # same length, so columns in messages match what was typed
     try:
         items = parse_statements(text, origin)
     except SpecError as err:
-        return err.diagnostics[0]
+        diag = err.diagnostics[0]
+        if diag.hint and diag.hint.startswith("one setting per line"):
+            diag = Diagnostic(diag.code, diag.message, diag.span,
+                              "--set takes one PATH=VALUE: quote the value if it has spaces, "
+                              "repeat --set for another setting")
+        return diag
     if len(items) != 1 or not isinstance(items[0], s.Setting):
-        return Diagnostic("E502", f"--set takes exactly one setting, got {option!r}", s.Span(origin, 1, 1, 1, 2))
+        return Diagnostic("E502", f"--set takes exactly one setting, got {option!r}", s.Span(origin, 1, 1, 1, 2),
+                          "repeat --set for each setting")
     return items[0]
 
 

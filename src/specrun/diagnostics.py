@@ -77,24 +77,26 @@ def _excerpt(diag: Diagnostic, sources: dict[str, str]) -> list[str]:
     text = sources.get(diag.span.path)
     if text is None:
         return []
-    lines = text.splitlines()
+    lines = text.split("\n")  # as the parser counts lines (not str.splitlines)
     if not 1 <= diag.span.line <= len(lines):
         return []
-    line = lines[diag.span.line - 1].expandtabs(4)
-    if len(line) > 160:  # a pathological one-line file must not flood the terminal
-        start = max(0, diag.span.col - 60)
-        line = line[start:start + 160]
-        col = diag.span.col - start
-    else:
-        col = diag.span.col
+    raw = lines[diag.span.line - 1].rstrip("\r")
+    # columns count characters of the raw line; the excerpt shows tabs as spaces
+    col = len(raw[: max(0, diag.span.col - 1)].expandtabs(4)) + 1
     width = 1
     if diag.span.end_line == diag.span.line and diag.span.end_col > diag.span.col:
-        width = diag.span.end_col - diag.span.col
+        end = len(raw[: diag.span.end_col - 1].expandtabs(4)) + 1
+        width = max(1, end - col)
+    line = raw.expandtabs(4)
+    if len(line) > 160:  # a pathological one-line file must not flood the terminal
+        start = max(0, col - 60)
+        line = line[start:start + 160]
+        col -= start
     width = max(1, min(width, len(line) - col + 2))
     gutter = str(diag.span.line)
     pad = " " * len(gutter)
     printable = "".join(ch if ch.isprintable() else "?" for ch in line)
-    return [f" {gutter} | {printable}", f" {pad} | {' ' * (col - 1)}{'^' * width}"]
+    return [f" {gutter} | {printable}".rstrip(), f" {pad} | {' ' * (col - 1)}{'^' * width}"]
 
 
 def render_text(diag: Diagnostic, sources: dict[str, str]) -> str:

@@ -1,7 +1,9 @@
 """diff: what changed in meaning between two specs, one line per setting.
 
 Blind to layout and comments; phases and axes matched by name, so moving a
-phase block around is no change, renaming one is a removal and an addition.
+phase's settings around, or moving one axis before another, is no change. The
+order of the phases on an axis is the order they run in: when it changes, one
+line says so. Renaming a phase is a removal and an addition.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from specrun import syntax as s
 from specrun.document import locate
 from specrun.fmt import format_expr, format_value
-from specrun.values import describe
+from specrun.values import Gate, describe
+
+ORDER = " phase order"  # key suffix of the line that records the order of an axis's phases
 
 
 def flatten(doc: s.Document) -> dict[str, str]:
@@ -18,6 +22,7 @@ def flatten(doc: s.Document) -> dict[str, str]:
     out: dict[str, str] = {}
     _flatten(loc.data, "", out)
     for name, prof in loc.profiles.items():
+        out[f"profile.{name}"] = "(defined)"
         for st in prof.statements:
             if isinstance(st, s.Expect):
                 out[f"profile.{name}.expect {format_expr(st.expr)}"] = _by(st)
@@ -40,6 +45,8 @@ def _flatten_statement(st: s.Setting, prefix: str, out: dict) -> None:
         for inner in st.block.items:
             if isinstance(inner, s.Setting):
                 _flatten_statement(inner, key + ".", out)
+            else:
+                out[f"{key}.expect {format_expr(inner.expr)}"] = _by(inner)
     elif st.value is not None:
         out[key] = format_value(st.value)
 
@@ -48,20 +55,33 @@ def _flatten(value, prefix: str, out: dict) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if k in ("phases", "axes") and isinstance(v, list):
-                for entry in v:
-                    _flatten({kk: vv for kk, vv in entry.items() if kk != "name"},
-                             f"{prefix}{entry.get('name')}.", out)
-                    out.setdefault(f"{prefix}{entry.get('name')}", "(defined)")
-            elif k == "expect" and isinstance(v, list):
+                entries = [e for e in v if isinstance(e, dict)]
+                if k == "phases":
+                    out[prefix.rstrip(".") + ORDER] = ", ".join(str(e.get("name")) for e in entries)
+                for entry in entries:
+                    here = f"{prefix}{entry.get('name')}"
+                    out.setdefault(here, "(defined)")
+                    body = {kk: vv for kk, vv in entry.items() if kk not in ("name", "set")}
+                    _flatten(entry.get("set") or {}, here + ".", out)  # task.rounds, not set.task.rounds
+                    _flatten(body, here + ".", out)
+            elif k == "expect" and isinstance(v, list) and not prefix:
                 for e in v:
-                    out[f"{prefix}expect {e['expr']}"] = f"by {describe(e['by'])}" if "by" in e else "always"
+                    out[f"expect {e['expr']}"] = f"by {describe(e['by'])}" if "by" in e else "always"
             elif k == "type":
                 out[prefix.rstrip(".")] = describe(v)
             else:
                 _flatten(v, f"{prefix}{k}.", out)
     else:
         text = describe(value)
-        out[prefix.rstrip(".")] = ("when " + text) if type(value).__name__ == "Gate" else text
+        out[prefix.rstrip(".")] = ("when " + text) if isinstance(value, Gate) else text
+
+
+def _same_order(old: str, new: str) -> bool:
+    """Whether the phases both sides have run in the same order (additions and
+    removals have lines of their own)."""
+    a, b = old.split(", "), new.split(", ")
+    common = set(a) & set(b)
+    return [n for n in a if n in common] == [n for n in b if n in common]
 
 
 def diff(a: s.Document, b: s.Document) -> list[str]:
@@ -69,6 +89,10 @@ def diff(a: s.Document, b: s.Document) -> list[str]:
     lines = []
     for key in sorted(set(old) | set(new), key=_order(old, new)):
         if old.get(key) == new.get(key):
+            continue
+        if key.endswith(ORDER):
+            if key in old and key in new and not _same_order(old[key], new[key]):
+                lines.append(f"{key}: {old[key]} -> {new[key]}")
             continue
         if key not in old:
             lines.append(f"{key}: (unset) -> {new[key]}")

@@ -47,9 +47,11 @@ class Located:
     data: dict
     spans: dict = field(default_factory=dict)  # path -> Span of the setting (or list item)
     key_spans: dict = field(default_factory=dict)  # path -> Span of the key
+    value_spans: dict = field(default_factory=dict)  # path -> Span of the written value
     profiles: dict = field(default_factory=dict)  # name -> Profile
     diagnostics: list = field(default_factory=list)
     path: str = "<string>"
+    source: str = ""  # the text of ``path``, to quote a value as it was written
 
     def span(self, path: Path, key: bool = False) -> s.Span:
         """The span of ``path`` or of its nearest written ancestor."""
@@ -63,9 +65,24 @@ class Located:
             path = path[:-1]
         return s.Span(self.path, 1, 1, 1, 1)
 
+    def value_span(self, path: Path) -> s.Span:
+        """The span of the value written at ``path`` (``1e-4`` in ``lr 1e-4``), else ``span(path)``."""
+        return self.value_spans.get(tuple(path)) or self.span(path)
+
+    def written(self, path: Path) -> str | None:
+        """The value at ``path`` as the file spells it (one line of this file only), else None."""
+        span = self.value_spans.get(tuple(path))
+        if span is None or span.path != self.path or span.line != span.end_line or not self.source:
+            return None
+        lines = self.source.split("\n")
+        if not 1 <= span.line <= len(lines):
+            return None
+        text = lines[span.line - 1][span.col - 1: span.end_col - 1]
+        return text if 0 < len(text) <= 60 else None
+
 
 def locate(doc: s.Document) -> Located:
-    loc = Located({}, path=doc.path)
+    loc = Located({}, path=doc.path, source=doc.source)
     fill(loc, loc.data, (), doc.items, in_phase=False)
     return loc
 
@@ -73,11 +90,16 @@ def locate(doc: s.Document) -> Located:
 def fill(loc: Located, target: dict, base: Path, items, in_phase: bool) -> None:
     for item in items:
         if isinstance(item, s.Expect):
-            entries = target.setdefault("expect", [])
+            entries = _list_at(loc, target, base, "expect", item.span)
+            if entries is None:
+                continue
             path = base + ("expect", len(entries))
             entries.append({"expr": Gate(item.expr), **({"by": plain(item.by)} if item.by else {})})
             loc.spans[path] = item.span
             loc.key_spans[path] = item.span
+            loc.value_spans[path + ("expr",)] = item.expr.span
+            if item.by is not None:
+                loc.value_spans[path + ("by",)] = item.by.span
             continue
         key = item.key
         if in_phase and key[0] in PHASE_TARGETS:
@@ -88,14 +110,33 @@ def fill(loc: Located, target: dict, base: Path, items, in_phase: bool) -> None:
         if len(key) == 1 and key[0] in COLLECTIONS and isinstance(item.value, s.Name) and item.block:
             _add_entry(loc, target, base, item)
             continue
-        value = _meaning(loc, base + key, item)
-        if value is not None:
-            assign(loc, target, base, key, value, item.span, item.key_span)
+        # Work out the setting's meaning aside, so a rejected duplicate leaves no spans behind.
+        written = Located({}, path=loc.path)
+        value = _meaning(written, base + key, item)
+        if value is not None and assign(loc, target, base, key, value, item.span, item.key_span,
+                                        written=written):
+            loc.spans.update(written.spans)
+            loc.key_spans.update(written.key_spans)
+            loc.value_spans.update(written.value_spans)
+            loc.profiles.update(written.profiles)
+        loc.diagnostics += written.diagnostics
+
+
+def _list_at(loc: Located, target: dict, base: Path, key: str, span: s.Span):
+    """The list ``target[key]`` (created if absent), or None with a diagnostic if it holds a value."""
+    entries = target.setdefault(key, [])
+    if isinstance(entries, list):
+        return entries
+    loc.diagnostics.append(Diagnostic(
+        "E201", f"'{'.'.join(map(str, base + (key,)))}' holds a value, not a list of entries", span,
+        f"it was set at {loc.span(base + (key,))}"))
+    return None
 
 
 def _meaning(loc: Located, path: Path, item: s.Setting):
     """What one setting means, recursing into its block."""
     if item.gate is not None:
+        loc.value_spans[path] = item.gate.span
         return Gate(item.gate)
     if item.block is not None:
         inner: dict = {}
@@ -103,6 +144,7 @@ def _meaning(loc: Located, path: Path, item: s.Setting):
             inner["type"] = plain(item.value)
             loc.spans[path + ("type",)] = item.value.span
             loc.key_spans[path + ("type",)] = item.value.span
+            loc.value_spans[path + ("type",)] = item.value.span
         fill(loc, inner, path, item.block.items, in_phase=False)
         return inner
     if item.value is None:
@@ -112,7 +154,9 @@ def _meaning(loc: Located, path: Path, item: s.Setting):
         return None
     if path[-1] in COMPONENT_KEYS and isinstance(item.value, s.Name):
         loc.spans[path + ("type",)] = item.value.span
+        loc.value_spans[path + ("type",)] = item.value.span
         return {"type": item.value.dotted}
+    loc.value_spans[path] = item.value.span
     _index_list(loc, path, item.value)
     return plain(item.value)
 
@@ -122,18 +166,22 @@ def _index_list(loc: Located, path: Path, value) -> None:
         for i, v in enumerate(value.items):
             loc.spans[path + (i,)] = v.span
             loc.key_spans[path + (i,)] = v.span
+            loc.value_spans[path + (i,)] = v.span
             _index_list(loc, path + (i,), v)
 
 
 def _add_entry(loc: Located, target: dict, base: Path, item: s.Setting) -> None:
     coll = COLLECTIONS[item.key[0]]
-    entries = target.setdefault(coll, [])
+    entries = _list_at(loc, target, base, coll, item.span)
+    if entries is None:
+        return
     path = base + (coll, len(entries))
     entry = {"name": item.value.dotted}
     loc.spans[path] = item.span
     loc.key_spans[path] = item.value.span
     loc.spans[path + ("name",)] = item.value.span
     loc.key_spans[path + ("name",)] = item.value.span
+    loc.value_spans[path + ("name",)] = item.value.span
     entries.append(entry)
     fill(loc, entry, path, item.block.items, in_phase=item.key[0] == "phase")
 
@@ -149,8 +197,14 @@ def _add_profile(loc: Located, item: s.Setting) -> None:
 
 
 def assign(loc: Located, target: dict, base: Path, key: Path, value, span: s.Span,
-           key_span: s.Span, override: bool = False) -> None:
-    """Set ``target[key...] = value``, creating intermediate dicts, recording spans."""
+           key_span: s.Span, override: bool = False, written: Located | None = None) -> bool:
+    """Set ``target[key...] = value``, creating intermediate dicts, recording spans.
+
+    Returns False (with a diagnostic) when the key is already set, unless ``override``.
+    Two blocks for one key merge (``model x { ... }`` then ``model.width 64``); a
+    setting both of them write is still a duplicate. ``written`` holds the spans of
+    the new value, to point at the second of two clashing settings.
+    """
     node = target
     for i, part in enumerate(key[:-1]):
         sub = node.get(part)
@@ -161,23 +215,50 @@ def assign(loc: Located, target: dict, base: Path, key: Path, value, span: s.Spa
             loc.diagnostics.append(Diagnostic(
                 "E201", f"'{'.'.join(map(str, key[: i + 1]))}' holds a value, not settings",
                 key_span, f"it was set at {loc.span(base + key[: i + 1])}"))
-            return
+            return False
         node = sub
     last = key[-1]
     path = base + key
     if last in node and not override:
         if isinstance(node[last], dict) and isinstance(value, dict):
-            merge(node[last], value)  # `model x { ... }` then `model.width 64`
-        else:
-            first = loc.span(path)
-            loc.diagnostics.append(Diagnostic(
-                "E205", f"'{'.'.join(map(str, key))}' is set twice (first at line {first.line})",
-                key_span, "remove one of them"))
-            return
-    else:
-        node[last] = value
+            clashes = list(_clashes(node[last], value, path))
+            if not clashes:
+                merge(node[last], value)
+                loc.key_spans.setdefault(path, key_span)
+                return True
+            for clash in clashes:
+                shown = clash[len(base):]
+                shown = shown[:-1] if shown[-1] == "type" and len(shown) > 1 else shown
+                where = written.span(clash, key=True) if written is not None else key_span
+                loc.diagnostics.append(Diagnostic(
+                    "E205", f"'{_dotted(shown)}' is set twice (first at line {loc.span(clash).line})",
+                    where, "remove one of them"))
+            return False
+        first = loc.span(path)
+        loc.diagnostics.append(Diagnostic(
+            "E205", f"'{_dotted(key)}' is set twice (first at line {first.line})",
+            key_span, "remove one of them"))
+        return False
+    node[last] = value
     loc.spans[path] = span
     loc.key_spans[path] = key_span
+    return True
+
+
+def _dotted(key: Path) -> str:
+    """A key as the user wrote it (inside a phase, ``task.rounds`` is stored under ``set``)."""
+    key = key[1:] if len(key) > 1 and key[0] == "set" else key
+    return ".".join(str(p) for p in key if not isinstance(p, int))
+
+
+def _clashes(old: dict, new: dict, path: Path):
+    """Paths that both ``old`` and ``new`` set (blocks merge; values and lists clash)."""
+    for k, v in new.items():
+        if k in old:
+            if isinstance(v, dict) and isinstance(old[k], dict):
+                yield from _clashes(old[k], v, path + (k,))
+            else:
+                yield path + (k,)
 
 
 def merge(into: dict, new: dict) -> None:

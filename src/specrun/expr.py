@@ -6,7 +6,10 @@ early stopping, time switches and expectations. This module is torch-free:
 ``evaluate`` with a ``Context`` of plain numbers and metric histories.
 
 Missing data is not an error: before the first validation ``val.loss`` is
-unknown, any comparison with it is false, and a gate that reads it waits.
+unknown, and so is any comparison with it. ``and``, ``or`` and ``not`` follow
+three-valued logic (unknown and false is false, unknown or true is true, not
+unknown is unknown), and a gate holds only when its value is known and true: a
+gate that reads missing data waits, even under a ``not``.
 """
 
 from __future__ import annotations
@@ -174,7 +177,19 @@ def literal(node) -> float | str | bool:
 
 
 def evaluate(node, ctx: Context):
-    """The value of an expression; None where data is missing (comparisons then fail)."""
+    """The value of an expression; None where data is missing.
+
+    A condition (a comparison, ``and``, ``or``, ``not``) whose value is unknown is
+    False here: the gate does not hold, it waits.
+    """
+    value = _value(node, ctx)
+    if value is None and (isinstance(node, s.Not) or (isinstance(node, s.BinOp) and node.op not in _ARITH)):
+        return False
+    return value
+
+
+def _value(node, ctx: Context):
+    """evaluate() without the last step: unknown conditions stay None (three-valued logic)."""
     if isinstance(node, (s.Number, s.String, s.Bool, s.Quantity)):
         return literal(node)
     if isinstance(node, s.Ref):
@@ -186,19 +201,30 @@ def evaluate(node, ctx: Context):
     if isinstance(node, s.Call):
         return _call(node, ctx)
     if isinstance(node, s.Not):
-        return not bool(evaluate(node.operand, ctx))
+        value = _truth(_value(node.operand, ctx))
+        return None if value is None else not value
     if isinstance(node, s.Neg):
-        x = evaluate(node.operand, ctx)
+        x = _value(node.operand, ctx)
         return None if x is None else -x
     op = node.op
-    if op == "and":
-        return bool(evaluate(node.left, ctx)) and bool(evaluate(node.right, ctx))
-    if op == "or":
-        return bool(evaluate(node.left, ctx)) or bool(evaluate(node.right, ctx))
-    left, right = evaluate(node.left, ctx), evaluate(node.right, ctx)
+    if op in ("and", "or"):
+        decisive = op == "or"  # True decides an `or`, False an `and`
+        left = _truth(_value(node.left, ctx))
+        if left is decisive:
+            return decisive
+        right = _truth(_value(node.right, ctx))
+        if right is decisive:
+            return decisive
+        return None if left is None or right is None else not decisive
+    left, right = _value(node.left, ctx), _value(node.right, ctx)
     if left is None or right is None:
-        return False if op in _COMPARE else None
+        return None  # unknown: a gate waits
     return (_COMPARE.get(op) or _ARITH[op])(left, right)
+
+
+def _truth(value):
+    """A value as a condition: True, False, or None when unknown."""
+    return None if value is None else bool(value)
 
 
 def explain(node, ctx: Context) -> dict[str, float | None]:

@@ -1,10 +1,12 @@
 """parse: text -> syntax tree (``specrun.syntax``), or a SpecError with positions.
 
 Lark LALR with a contextual lexer, built once per process from
-``grammar/train.lark``. A small post-lexer drops newlines inside brackets (so
-lists and expressions may span lines) and bounds nesting. Lark's exceptions
-never reach the user: ``_explain`` maps them to diagnostics with a location and,
-for the mistakes people actually make, a hint.
+``grammar/train.lark`` (its tables cached on disk, see ``_parser``). A small
+post-lexer drops newlines inside brackets (so lists and expressions may span
+lines) and bounds nesting; ``_build`` turns Lark's tree into the syntax
+dataclasses, spans computed from the tokens. Lark's exceptions never reach the
+user: ``_explain`` maps them to diagnostics with a location and, for the
+mistakes people actually make, a hint.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import re
 import threading
 from functools import lru_cache
+from pathlib import Path
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from specrun import syntax as s
@@ -78,19 +81,78 @@ _comments = _Comments()
 _lock = threading.Lock()
 
 
+_LARK_OPTIONS = dict(parser="lalr", lexer="contextual", keep_all_tokens=True, maybe_placeholders=False)
+
+
+def _cache_dir():
+    """Where compiled parse tables are kept: $SPECRUN_CACHE_DIR, else the user cache dir.
+
+    An empty SPECRUN_CACHE_DIR turns the cache off. Any failure to read or write
+    it only costs the time of building the tables again.
+    """
+    import os
+
+    env = os.environ.get("SPECRUN_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        home = os.path.expanduser("~")
+        if home.startswith("~"):  # no home directory to speak of: no cache
+            return None
+        base = os.path.join(home, ".cache")
+    return Path(base) / "specrun"
+
+
+def _cache_file(grammar: str, start: str):
+    import hashlib
+    import sys
+
+    import lark
+
+    folder = _cache_dir()
+    if folder is None:
+        return None
+    key = hashlib.sha256(
+        f"{grammar}\0{start}\0{sorted(_LARK_OPTIONS.items())}\0{lark.__version__}\0{sys.version_info[:2]}"
+        .encode("utf-8")).hexdigest()[:20]
+    return folder / f"train-grammar-{key}.lark.pickle"
+
+
 @lru_cache(maxsize=None)
 def _parser(start: str = "start") -> Lark:
+    """The LALR parser; its tables are cached on disk (building them costs ~0.2 s)."""
     grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
-    return Lark(
-        grammar,
-        parser="lalr",
-        lexer="contextual",
-        start=start,
-        propagate_positions=True,
-        maybe_placeholders=False,
-        postlex=_PostLex(),
-        lexer_callbacks={"COMMENT": _comments},
-    )
+    runtime = dict(postlex=_PostLex(), lexer_callbacks={"COMMENT": _comments})
+    cache = _cache_file(grammar, start)
+    if cache is not None and cache.is_file():
+        try:
+            with open(cache, "rb") as fh:
+                return Lark.__new__(Lark)._load(fh, **runtime)
+        except Exception:  # a stale or torn cache file: build afresh below
+            pass
+    parser = Lark(grammar, start=start, **_LARK_OPTIONS, **runtime)
+    if cache is not None:
+        _save(parser, cache)
+    return parser
+
+
+def _save(parser: Lark, cache: Path) -> None:
+    import os
+    import tempfile
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".tmp-", suffix=".pickle")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                parser.save(fh, exclude_options=("postlex", "lexer_callbacks"))
+            os.replace(tmp, cache)  # atomic: a reader sees the old file or the whole new one
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except Exception:  # read-only home, full disk: parse without a cache
+        pass
 
 
 def _span(path: str, meta_or_tok) -> s.Span:
@@ -112,128 +174,160 @@ def _unquote(text: str) -> str:
     return "".join(out)
 
 
-def _number(text: str) -> int | float:
+class _BadToken(Exception):
+    """A token the grammar accepts but the language does not (raised inside the transformer)."""
+
+    def __init__(self, token: Token, code: str, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.token, self.code, self.message, self.hint = token, code, message, hint
+
+
+def _number(text: str, tok: Token | None = None) -> int | float:
     plain = text.replace("_", "")
-    if any(c in plain for c in ".eE"):
-        return float(plain)
-    return int(plain)
+    try:
+        value = float(plain) if any(c in plain for c in ".eE") else int(plain)
+    except ValueError:  # more digits than int() accepts (sys.get_int_max_str_digits)
+        value = float("inf")
+    if value in (float("inf"), float("-inf")):
+        raise _BadToken(tok, "E203", f"number {text[:40]}{'...' if len(text) > 40 else ''} is too large",
+                        "numbers must fit a 64-bit float (at most about 1.8e308)")
+    return value
 
 
 _QUANTITY = re.compile(r"(?P<number>[0-9][0-9_.eE+-]*?)[ \t]*(?P<unit>[A-Za-z%]+)$")
 
 
-def _quantity(text: str, span: s.Span) -> s.Quantity:
+def _quantity(text: str, span: s.Span, tok: Token | None = None) -> s.Quantity:
     m = _QUANTITY.match(text)
     assert m, f"lexer produced a quantity without a unit: {text!r}"
-    return s.Quantity(_number(m["number"]), m["unit"], text, span)
+    return s.Quantity(_number(m["number"], tok), m["unit"], text, span)
 
 
-@v_args(meta=True)
-class _ToSyntax(Transformer_NonRecursive):
-    """Lark tree -> frozen dataclasses, bottom-up without recursion."""
+def _name(tok: Token) -> str:
+    """One part of a key or name; reserved words are refused wherever the lexer let them through."""
+    text = str(tok)
+    if text in RESERVED:
+        raise _BadToken(tok, "E107", f"'{text}' is a reserved word and cannot be used as a name",
+                        f"reserved words: {', '.join(sorted(RESERVED))}")
+    return text
 
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
 
-    def _sp(self, meta) -> s.Span:
-        return _span(self.path, meta)
+# ---- Lark tree -> syntax ---------------------------------------------------------
+#
+# The parser keeps every token (keep_all_tokens) and computes no positions; _build
+# walks the tree once, bottom-up and without recursion, and takes each node's span
+# from its first and last token. (Lark's propagate_positions and a Transformer did the
+# same at twice the cost, and `validate` parses every spec on every run.)
 
-    def _tok(self, tok: Token) -> s.Span:
-        return _span(self.path, tok)
+_SKIP = {"_NL", "COMMA", "DOT", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE", "RBRACE"}
 
-    # statements
-    def start(self, meta, items):
-        return tuple(items)
 
-    def block(self, meta, items):
-        return s.Block(tuple(items), self._sp(meta))
+def _build(tree: Tree, path: str):
+    """The syntax for ``tree`` (a ``start`` tree): a tuple of statements."""
+    built: dict = {}  # id(tree) -> (value, extent)
+    stack = [(tree, False)]
+    while stack:
+        node, ready = stack.pop()
+        if not ready:
+            stack.append((node, True))
+            stack.extend((c, False) for c in node.children if isinstance(c, Tree))
+            continue
+        kids, extents = [], []
+        for c in node.children:
+            if isinstance(c, Tree):
+                value, extent = built.pop(id(c))
+            else:
+                value, extent = c, (c.line, c.column, c.end_line, c.end_column)
+            kids.append(value)
+            extents.append(extent)
+        real = [e for e, k in zip(extents, kids) if not (isinstance(k, Token) and k.type == "_NL")]
+        if real:
+            extent = (real[0][0], real[0][1], real[-1][2], real[-1][3])
+        else:
+            extent = (1, 1, 1, 1)
+        span = s.Span(path, *extent)
+        built[id(node)] = (_RULES[node.data](kids, span, path), extent)
+    return built[id(tree)][0]
 
-    def key(self, meta, names):
-        return (tuple(str(n) for n in names), self._sp(meta))
 
-    def setting(self, meta, children):
-        (key, key_span), rest = children[0], children[1:]
-        value = next((c for c in rest if not isinstance(c, s.Block)), None)
-        block = next((c for c in rest if isinstance(c, s.Block)), None)
-        return s.Setting(key, key_span, value, block, None, self._sp(meta))
+def _values(kids):
+    """Children that carry meaning (not punctuation, not keywords)."""
+    return [k for k in kids if not (isinstance(k, Token) and k.type not in ("NAME", "NUMBER", "QUANTITY",
+                                                                               "STRING", "COMPARE", "ADD",
+                                                                               "MINUS", "MUL"))]
 
-    def gate(self, meta, children):
-        (key, key_span), expr = children
-        return s.Setting(key, key_span, None, None, expr, self._sp(meta))
 
-    def expect(self, meta, children):
-        expr = children[0]
-        by = children[1] if len(children) > 1 else None
-        return s.Expect(expr, by, self._sp(meta))
+def _names(kids) -> tuple[str, ...]:
+    return tuple(_name(k) for k in kids if isinstance(k, Token) and k.type == "NAME")
 
-    # values
-    def number(self, meta, children):
-        tok = children[0]
-        return s.Number(_number(tok), str(tok), self._tok(tok))
 
-    def negative(self, meta, children):
-        tok = children[0]
-        return s.Number(-_number(tok), "-" + str(tok), self._sp(meta))
+def _r_setting(kids, span, path):
+    (key, key_span), rest = kids[0], kids[1:]
+    value = next((c for c in rest if not isinstance(c, s.Block)), None)
+    block = next((c for c in rest if isinstance(c, s.Block)), None)
+    return s.Setting(key, key_span, value, block, None, span)
 
-    def num(self, meta, children):
-        return self.number(meta, children)
 
-    def quantity(self, meta, children):
-        tok = children[0]
-        return _quantity(str(tok), self._tok(tok))
+def _r_gate(kids, span, path):
+    (key, key_span), expr = kids[0], kids[-1]  # key WHEN expr
+    return s.Setting(key, key_span, None, None, expr, span)
 
-    def string(self, meta, children):
-        return s.String(_unquote(str(children[0])), self._tok(children[0]))
 
-    def true(self, meta, children):
-        return s.Bool(True, self._sp(meta))
+def _r_expect(kids, span, path):
+    parts = [k for k in kids if not isinstance(k, Token)]  # EXPECT expr (BY value)?
+    return s.Expect(parts[0], parts[1] if len(parts) > 1 else None, span)
 
-    def false(self, meta, children):
-        return s.Bool(False, self._sp(meta))
 
-    def name(self, meta, children):
-        return s.Name(tuple(str(c) for c in children), self._sp(meta))
+def _r_number(kids, span, path):
+    tok = kids[0]
+    return s.Number(_number(str(tok), tok), str(tok), span)
 
-    def list(self, meta, children):
-        return s.List(tuple(children), self._sp(meta))
 
-    def range(self, meta, children):
-        return s.Range(children[0], children[1], self._sp(meta))
+def _r_negative(kids, span, path):
+    tok = kids[-1]  # MINUS NUMBER
+    return s.Number(-_number(str(tok), tok), "-" + str(tok), span)
 
-    # expressions
-    def ref(self, meta, children):
-        return s.Ref(tuple(str(c) for c in children), self._sp(meta))
 
-    def call(self, meta, children):
-        name, args = str(children[0]), children[1:]
-        pos = tuple(a for a in args if not isinstance(a, tuple))
-        kw = tuple(a for a in args if isinstance(a, tuple))
-        return s.Call(name, pos, kw, self._sp(meta))
+def _r_call(kids, span, path):
+    name, args = _name(kids[0]), [k for k in kids[1:] if not isinstance(k, Token)]
+    pos = tuple(a for a in args if not isinstance(a, tuple))
+    kw = tuple(a for a in args if isinstance(a, tuple))
+    return s.Call(name, pos, kw, span)
 
-    def kwarg(self, meta, children):
-        return (str(children[0]), children[1])
 
-    def _binop(self, meta, op, left, right):
-        return s.BinOp(op, left, right, self._sp(meta))
+def _r_binop(kids, span, path):
+    left, op, right = _values(kids)
+    return s.BinOp(str(op), left, right, span)
 
-    def or_(self, meta, children):
-        return self._binop(meta, "or", children[0], children[1])
 
-    def and_(self, meta, children):
-        return self._binop(meta, "and", children[0], children[1])
-
-    def not_(self, meta, children):
-        return s.Not(children[0], self._sp(meta))
-
-    def neg(self, meta, children):
-        return s.Neg(children[0], self._sp(meta))
-
-    def compare(self, meta, children):
-        return self._binop(meta, str(children[1]), children[0], children[2])
-
-    def binop(self, meta, children):
-        return self._binop(meta, str(children[1]), children[0], children[2])
+_RULES = {
+    "start": lambda kids, span, path: tuple(k for k in kids if not isinstance(k, Token)),
+    "block": lambda kids, span, path: s.Block(tuple(k for k in kids if not isinstance(k, Token)), span),
+    "key": lambda kids, span, path: (_names(kids), span),
+    "setting": _r_setting,
+    "gate": _r_gate,
+    "expect": _r_expect,
+    "number": _r_number,
+    "num": _r_number,
+    "negative": _r_negative,
+    "quantity": lambda kids, span, path: _quantity(str(kids[0]), span, kids[0]),
+    "string": lambda kids, span, path: s.String(_unquote(str(kids[0])), span),
+    "true": lambda kids, span, path: s.Bool(True, span),
+    "false": lambda kids, span, path: s.Bool(False, span),
+    "name": lambda kids, span, path: s.Name(_names(kids), span),
+    "list": lambda kids, span, path: s.List(tuple(k for k in kids if not isinstance(k, Token)), span),
+    "range": lambda kids, span, path: s.Range(kids[0], kids[-1], span),
+    "ref": lambda kids, span, path: s.Ref(_names(kids), span),
+    "call": _r_call,
+    "kwarg": lambda kids, span, path: (_name(kids[0]), kids[-1]),
+    "or_": lambda kids, span, path: s.BinOp("or", kids[0], kids[-1], span),
+    "and_": lambda kids, span, path: s.BinOp("and", kids[0], kids[-1], span),
+    "not_": lambda kids, span, path: s.Not(kids[-1], span),
+    "neg": lambda kids, span, path: s.Neg(kids[-1], span),
+    "compare": _r_binop,
+    "binop": _r_binop,
+    "atom": lambda kids, span, path: kids[1],  # "(" expr ")": the expression, its span unchanged
+}
 
 
 def read_source(path: str) -> str:
@@ -242,7 +336,8 @@ def read_source(path: str) -> str:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise SpecError([Diagnostic("E900", f"cannot read {path}: {exc.strerror}", s.Span(path, 1, 1, 1, 1))])
+        reason = exc.strerror or str(exc)
+        raise SpecError([Diagnostic("E900", f"cannot read {path}: {reason}", s.Span(path, 1, 1, 1, 1))]) from None
     return decode_source(raw, path)
 
 
@@ -254,15 +349,24 @@ def decode_source(raw: bytes, path: str) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        head = raw[: exc.start]
-        line = head.count(b"\n") + 1
-        col = exc.start - (head.rfind(b"\n") + 1) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        # the bytes before the first bad one decode, so columns count characters like Lark's
+        col = len(raw[line_start:exc.start].decode("utf-8")) + 1
+        shown = raw.decode("utf-8", errors="replace")  # for the excerpt: the bad byte shows as U+FFFD
         raise SpecError([Diagnostic(
             "E103", f"byte 0x{raw[exc.start]:02x} is not valid UTF-8",
-            s.Span(path, line, col, line, col + 1), "save the file as UTF-8")])
+            s.Span(path, line, col, line, col + 1),
+            "is this a binary file? a .train file is UTF-8 text" if _looks_binary(raw)
+            else "save the file as UTF-8")], {path: shown}) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     return text
+
+
+def _looks_binary(raw: bytes) -> bool:
+    head = raw[:4096]
+    return b"\x00" in head or sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 20
 
 
 def parse(text: str, path: str = "<string>") -> s.Document:
@@ -280,14 +384,32 @@ def parse_statements(text: str, path: str) -> tuple[s.Statement, ...]:
     return _run(text, path, "start")[0]
 
 
+_CONTROL = re.compile(r"[^\t\n\r\f\x20-\x7e]")
+
+
 def _check_text(text: str, path: str) -> None:
-    for lineno, line in enumerate(text.splitlines(), 1):
-        for col, ch in enumerate(line, 1):
-            if ch == "\x00" or (not ch.isprintable() and ch not in "\t\f\r"):
-                raise SpecError([Diagnostic(
-                    "E101", f"control character U+{ord(ch):04X} in the spec",
-                    s.Span(path, lineno, col, lineno, col + 1),
-                    "is this a binary file? a .train file is plain text")], {path: text})
+    """Refuse control characters (and other invisible ones) before Lark sees them.
+
+    Lines are counted on "\n" only, as Lark counts them (str.splitlines would also
+    split on \f, \x1c, \x85, U+2028 ...).
+    """
+    pos = 0
+    while True:
+        m = _CONTROL.search(text, pos)
+        if m is None:
+            return
+        ch = m.group()
+        pos = m.end()
+        if ch.isprintable():  # ordinary non-ASCII text: é, 中, emoji
+            continue
+        line = text.count("\n", 0, m.start()) + 1
+        col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+        control = ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0
+        hint = "is this a binary file? a .train file is plain text" if control \
+            else "an invisible character: delete it and retype the text around it"
+        raise SpecError([Diagnostic(
+            "E101", f"{'control' if control else 'invisible'} character U+{ord(ch):04X} in the spec",
+            s.Span(path, line, col, line, col + 1), hint)], {path: text})
 
 
 def _run(text: str, path: str, start: str):
@@ -299,14 +421,17 @@ def _run(text: str, path: str, start: str):
         except _NestingTooDeep as exc:
             raise SpecError([Diagnostic(
                 "E105", f"brackets and blocks nest deeper than {MAX_DEPTH} levels",
-                _span(path, exc.token))], {path: text}) from None
+                _span(path, exc.token), "flatten the structure")], {path: text}) from None
         except UnexpectedInput as exc:
             raise SpecError([_explain(exc, text, path)], {path: text}) from None
-        comments = tuple(s.Comment(str(t).rstrip(), t.line, t.column) for t in _comments.items)
+        finally:
+            found, _comments.items = _comments.items, []
+        comments = tuple(s.Comment(str(t).rstrip(), t.line, t.column) for t in found)
     try:
-        items = _ToSyntax(path).transform(tree)
-    except _NestingTooDeep as exc:  # pragma: no cover - the post-lexer catches brackets first
-        raise SpecError([Diagnostic("E105", "nesting too deep", _span(path, exc.token))], {path: text})
+        items = _build(tree, path)
+    except _BadToken as bad:
+        raise SpecError([Diagnostic(bad.code, bad.message, _span(path, bad.token), bad.hint)],
+                        {path: text}) from None
     _check_depth(items, text, path)
     return items, comments
 
@@ -323,7 +448,8 @@ def _check_depth(items, text: str, path: str) -> None:
             span = getattr(node, "span", s.Span(path, 1, 1, 1, 1))
             raise SpecError([Diagnostic(
                 "E105", f"expression nests deeper than {MAX_DEPTH} levels", span,
-                "split it with intermediate settings or simplify it")], {path: text})
+                "a chain of more than 60 operators counts as deep nesting too: "
+                "split it into simpler gates")], {path: text})
         children = []
         if isinstance(node, s.Setting):
             children = [c for c in (node.value, node.block, node.gate) if c is not None]
@@ -346,36 +472,80 @@ def _check_depth(items, text: str, path: str) -> None:
 
 _TOKEN_WORDS = {
     "_NL": "end of line", "$END": "end of file", "NAME": "a name", "NUMBER": "a number",
-    "QUANTITY": "a quantity such as 500 steps", "STRING": "a string", "LBRACE": "'{'",
-    "RBRACE": "'}'", "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'",
-    "COMMA": "','", "DOT": "'.'", "COMPARE": "a comparison", "ADD": "'+' or '-'",
-    "MUL": "'*' or '/'", "EQUAL": "'='", "MINUS": "'-'", "__ANON_0": "'..'",
+    "QUANTITY": "a quantity such as 500 steps", "STRING": "a string", "COMPARE": "a comparison",
+    "ADD": "'+'", "MINUS": "'-'", "MUL": "'*' or '/'",
 }
+_CLOSER = {"{": "}", "[": "]", "(": ")"}
+UNITS = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB, ms, s, min, h, steps, epochs, %"
+
+
+def _literal(tok_type: str) -> str | None:
+    """The fixed text of a keyword or punctuation terminal ('{', 'when', '..')."""
+    from lark.lexer import PatternStr
+
+    for term in _parser().terminals:
+        if term.name == tok_type:
+            return term.pattern.value if isinstance(term.pattern, PatternStr) else None
+    return None
 
 
 def _word(tok_type: str) -> str:
+    """How a kind of token reads in 'expected ...'."""
     if tok_type in _TOKEN_WORDS:
         return _TOKEN_WORDS[tok_type]
-    if tok_type.isupper() and tok_type.lower() in RESERVED:
-        return f"'{tok_type.lower()}'"
-    return tok_type
+    literal = _literal(tok_type)
+    return f"'{literal}'" if literal is not None else tok_type.lower()
 
 
-def _expected(exc) -> str:
-    words = sorted({_word(t) for t in getattr(exc, "expected", ()) or getattr(exc, "allowed", ())})
+def _describe(tok: Token) -> str:
+    """How one token reads in 'unexpected ...'."""
+    value = str(tok)
+    if tok.type == "$END":
+        return "end of file"
+    if tok.type == "_NL":
+        return "';'" if value == ";" else "end of line"
+    if tok.type == "NAME":
+        return f"name '{value}'"
+    if tok.type == "NUMBER":
+        return f"number {value}"
+    if tok.type == "QUANTITY":
+        return f"quantity {value}"
+    if tok.type == "STRING":
+        return f"string {value if len(value) <= 40 else value[:37] + '...'}"
+    return f"'{value}'"
+
+
+def _expected_set(exc) -> set[str]:
+    """Terminals the parser could have taken. Lark's own set may include tokens the
+    lexer always accepts (newlines); the parse table is the truth."""
+    state = getattr(exc, "state", None)
+    try:
+        return {t for t in state.parse_conf.states[state.position] if t.isupper()}
+    except Exception:
+        return set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+
+
+def _expected(names: set[str]) -> str:
+    words = sorted({_word(t) for t in names})
     return ", ".join(words[:8]) + (" ..." if len(words) > 8 else "")
 
 
 def _explain(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
-    line = getattr(exc, "line", 1) or 1
-    col = getattr(exc, "column", 1) or 1
-    if line < 1:  # lark reports EOF as line -1
-        lines = text.splitlines() or [""]
+    line = getattr(exc, "line", 1)
+    col = getattr(exc, "column", 1)
+    if not isinstance(line, int) or line < 1:  # lark reports EOF as line -1 (or '?')
+        lines = text.split("\n")
         line, col = len(lines), len(lines[-1]) + 1
+    if not isinstance(col, int) or col < 1:
+        col = 1
     span = s.Span(path, line, col, line, col + 1)
 
     if isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream
+        ch = text[pos] if pos < len(text) else ""
+        unclosed = _unclosed_here(text, pos, line, path)
+        if unclosed:
+            return unclosed
         if ch == '"':
             return Diagnostic("E102", "string is never closed on this line", span,
                               'close it with " before the end of the line')
@@ -384,54 +554,124 @@ def _explain(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
                               "settings are written `key value`, without ':' or '='")
         if ch == "'":
             return Diagnostic("E101", "unexpected \"'\"", span, 'strings use double quotes: "text"')
-        return Diagnostic("E101", f"unexpected character {ch!r}", span)
+        if ch == "\r":
+            return Diagnostic("E101", "a carriage return without a newline", span,
+                              "save the file with \\n (or \\r\\n) line endings")
+        hint = None
+        if ch == "%":
+            hint = "a percentage is written right after its number: 5%"
+        return Diagnostic("E101", f"unexpected character {ch!r}", span, hint)
 
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+    tok = getattr(exc, "token", None)
+    expected = _expected_set(exc)
+    if isinstance(exc, UnexpectedEOF) or (tok is not None and tok.type == "$END"):
         opened = _unclosed(text)
         if opened:
             kind, (oline, ocol) = opened
             return Diagnostic("E100", f"'{kind}' opened at line {oline}, column {ocol} is never closed",
                               s.Span(path, oline, ocol, oline, ocol + 1),
-                              f"add the matching '{ {'{': '}', '[': ']', '(': ')'}[kind] }'")
+                              f"add the matching '{_CLOSER[kind]}'")
         return Diagnostic("E100", "the file ends in the middle of a setting", span,
-                          f"expected {_expected(exc)}")
+                          f"expected {_expected(expected)}")
 
     assert isinstance(exc, UnexpectedToken)
-    tok = exc.token
-    span = _span(path, tok) if tok.line else span
+    if tok.line:
+        span = _span(path, tok)
     value = str(tok)
-    expected = set(exc.expected or ())
-    if tok.type == "EQUAL" and "_NL" in expected:
+    pos = tok.start_pos if isinstance(tok.start_pos, int) else exc.pos_in_stream or 0
+    unclosed = _unclosed_here(text, pos, tok.line, path)
+    if unclosed:
+        return unclosed
+    before = text[:pos].rstrip(" \t\f")
+    statement_start = "EXPECT" in expected and "NAME" in expected
+    if tok.type == "EQUAL" and "EQUAL" not in expected:
         return Diagnostic("E100", "unexpected '='", span,
                           "settings are written `key value`: drop the '='")
-    if value in RESERVED and "NAME" in expected:
-        return Diagnostic("E107", f"'{value}' is a reserved word and cannot be used as a name", span)
-    if tok.type == "RBRACE" and "RBRACE" not in expected:
-        if not _unclosed(text[: exc.pos_in_stream], "{"):
-            return Diagnostic("E100", "'}' without a matching '{'", span)
-    if "_NL" in expected and tok.type in ("NAME", "NUMBER", "QUANTITY", "STRING", "LSQB"):
-        return Diagnostic("E100", f"unexpected {_word(tok.type)} {value!r} after a complete setting", span,
-                          "one setting per line: start a new line (or separate with ';')")
+    if value in RESERVED and "NAME" in expected and tok.type != "NAME":
+        return Diagnostic("E107", f"'{value}' is a reserved word and cannot be used as a name", span,
+                          f"reserved words: {', '.join(sorted(RESERVED))}")
+    if tok.type == "RBRACE" and "RBRACE" not in expected and not _unclosed(text[:pos], "{"):
+        return Diagnostic("E100", "'}' without a matching '{'", span, "remove it, or open the block it closes")
+    if statement_start and tok.type != "_NL":
+        hint = None
+        if tok.type == "LBRACE":
+            hint = "a block belongs to a setting: `name { ... }`"
+        elif tok.type == "STRING":
+            hint = "setting names are not quoted"
+        elif tok.type in ("NUMBER", "QUANTITY"):
+            hint = "a setting starts with its name: `name VALUE`"
+        return Diagnostic("E100", f"expected a setting name, got {_describe(tok)}", span, hint)
+    if tok.type == "NUMBER" and before.endswith(".") and not before.endswith(".."):
+        return Diagnostic("E100", f"unexpected {_describe(tok)}", span,
+                          f"a number starts with a digit: write 0.{value}")
+    if tok.type == "LPAR" and "LPAR" not in expected:
+        return Diagnostic("E100", "unexpected '('", span,
+                          "a value is a number, name, string or list; an expression needs a gate: "
+                          "`key when EXPR`")
+    if tok.type == "WHEN" and "WHEN" not in expected:
+        return Diagnostic("E100", "unexpected 'when'", span,
+                          "a gate is written `key when EXPR`, with no value before 'when'")
+    if tok.type == "COMPARE" and "COMPARE" not in expected and "AND" in expected:
+        return Diagnostic("E100", f"comparisons do not chain: unexpected {_describe(tok)}", span,
+                          "write `a < b and b < c`")
+    value_like = ("NAME", "NUMBER", "QUANTITY", "STRING", "LSQB", "LPAR", "TRUE", "FALSE")
+    inner = _unclosed(text[:pos])
+    if inner and inner[0] in "[(" and tok.type in value_like:
+        if inner[0] == "[":
+            return Diagnostic("E100", f"unexpected {_describe(tok)} in a list", span,
+                              "separate list items with ','")
+        return Diagnostic("E100", f"unexpected {_describe(tok)} inside '(...)'", span,
+                          "separate arguments with ','; join conditions with 'and' / 'or'")
+    if "_NL" in expected and tok.type in value_like and tok.type != "LPAR":
+        hint = "one setting per line: start a new line (or separate with ';')"
+        if tok.type == "NAME" and before[-1:].isdigit() and (
+                text[pos - 1:pos].isdigit() or _close_to_unit(value)):
+            hint = f"'{value}' is not a unit; units: {UNITS}"
+        return Diagnostic("E100", f"unexpected {_describe(tok)} after a complete setting", span, hint)
     if tok.type == "_NL":
         return Diagnostic("E108" if expected & {"NUMBER", "NAME", "STRING", "LBRACE"} else "E100",
                           "the line ends before the setting is complete", span,
-                          f"expected {_expected(exc)}")
-    return Diagnostic("E100", f"unexpected {_word(tok.type)} {value!r}", span,
-                      f"expected {_expected(exc)}")
+                          f"expected {_expected(expected)}")
+    return Diagnostic("E100", f"unexpected {_describe(tok)}", span, f"expected {_expected(expected)}")
 
 
-def _unclosed(text: str, only: str | None = None):
-    """The innermost bracket left open in ``text`` (ignoring strings and comments)."""
-    stack = []
+def _close_to_unit(word: str) -> bool:
+    import difflib
+
+    units = [u.strip() for u in UNITS.split(",")]
+    return word.lower() in {u.lower() for u in units} or bool(
+        difflib.get_close_matches(word, units, n=1, cutoff=0.6))
+
+
+def _unclosed_here(text: str, pos: int, line: int, path: str) -> Diagnostic | None:
+    """A '[' or '(' still open at ``pos``, opened on an earlier line and never closed.
+
+    Inside brackets newlines are spaces, so a forgotten ']' shows up as a confusing
+    error lines later; name the bracket instead."""
+    opened = _unclosed(text[:pos])
+    if not opened or opened[0] == "{" or opened[1][0] >= line:
+        return None
+    if opened not in _unclosed(text, stack=True):
+        return None
+    kind, (oline, ocol) = opened
+    return Diagnostic("E100", f"'{kind}' opened at line {oline}, column {ocol} is never closed",
+                      s.Span(path, oline, ocol, oline, ocol + 1), f"add the matching '{_CLOSER[kind]}'")
+
+
+def _unclosed(text: str, only: str | None = None, stack: bool = False):
+    """The innermost bracket left open in ``text`` (ignoring strings and comments);
+    with ``stack``, every bracket left open."""
+    opened = []
     line, col, i = 1, 1, 0
     in_str = in_comment = False
-    while i < len(text):
+    n = len(text)
+    while i < n:
         ch = text[i]
         if in_comment:
             if ch == "\n":
                 in_comment = False
         elif in_str:
-            if ch == "\\":
+            if ch == "\\" and i + 1 < n and text[i + 1] != "\n":
                 i += 1
                 col += 1
             elif ch in '"\n':
@@ -441,13 +681,15 @@ def _unclosed(text: str, only: str | None = None):
         elif ch == '"':
             in_str = True
         elif ch in "{[(":
-            stack.append((ch, (line, col)))
-        elif ch in "}])" and stack:
-            stack.pop()
+            opened.append((ch, (line, col)))
+        elif ch in "}])" and opened:
+            opened.pop()
         if ch == "\n":
             line, col = line + 1, 1
         else:
             col += 1
         i += 1
-    stack = [x for x in stack if only is None or x[0] == only]
-    return stack[-1] if stack else None
+    if stack:
+        return opened
+    opened = [x for x in opened if only is None or x[0] == only]
+    return opened[-1] if opened else None

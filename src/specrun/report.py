@@ -11,8 +11,17 @@ def _n(x) -> str:
     return f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else describe(x)
 
 
+def _flat(params: dict, prefix: str = ""):
+    for k, v in params.items():
+        if isinstance(v, dict) and v:
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
 def _params(params: dict) -> str:
-    return "  ".join(f"{k}={describe(v)}" for k, v in params.items()) or "(defaults)"
+    """``k=v`` pairs; nested blocks spelled out (``best.metric=val.accuracy``), not ``{...}``."""
+    return "  ".join(f"{k}={describe(v)}" for k, v in _flat(params)) or "(defaults)"
 
 
 def _span(value, total) -> str:
@@ -67,16 +76,18 @@ def describe_plan(plan: Plan) -> str:
         for axis in plan.axes:
             lines.append(f"  axis {axis.name}")
             for i, phase in enumerate(axis.phases, 1):
-                sets = "  ".join(f"{k}.{kk}={describe(vv)}" for k, v in phase.set.items() for kk, vv in v.items())
+                sets = "  ".join(f"{k}={describe(v)}" for k, v in _flat(phase.set))
                 gate = f"promote when {format_expr(phase.promote.expr)}" if phase.promote else "final phase"
-                lines.append(f"    {i}. {phase.name:<10} {sets}")
+                lines.append(f"    {i}. {phase.name:<10} {sets}".rstrip())
                 lines.append(f"       {gate}")
     for sw in plan.switches:
         lines.append(f"{'switch':<11}{sw.target}.{sw.name} when {format_expr(sw.gate.expr)}")
     if st.get("stop"):
         lines.append(f"{'stop':<11}when {st['stop']}")
     for exp in st.get("expect", []):
-        by = f" by step {_n(exp['by'])}" if "by" in exp else " (always)"
+        by = exp.get("by")
+        by = (" (always)" if by is None else f" by {by} (resolved when the epoch length is known)"
+              if isinstance(by, Qty) else f" by step {_n(by)}")
         lines.append(f"{'expect':<11}{exp['expr']}{by}")
     for section in ("validation", "checkpoint", "memory", "log", "distributed", "profiler"):
         if st.get(section):

@@ -60,6 +60,14 @@ class Driver:
     def val(self, **metrics):
         self.history.record_all("val", metrics)
 
+    def fresh(self):
+        """The same plan at step 0: a new history and curriculum, no re-parsing."""
+        other = Driver.__new__(Driver)
+        other.__dict__.update(plan=self.plan, per_epoch=self.per_epoch, accumulate=self.accumulate, step=0,
+                              micro=0, log=[], curriculum=Curriculum(self.plan.axes),
+                              history=History(*window_sizes(_all_gates(self.plan))))
+        return other
+
     def phases(self):
         return self.curriculum.phase_names()
 
@@ -120,10 +128,7 @@ def test_and_matches_a_reference_on_random_streams(tmp_path):
     d0 = Driver(tmp_path, AND_GATE)
     rng = random.Random(1234)
     for trial in range(40):
-        d = Driver.__new__(Driver)
-        d.__dict__.update(plan=d0.plan, per_epoch=None, accumulate=1, step=0, micro=0, log=[],
-                          curriculum=Curriculum(d0.plan.axes),
-                          history=History(*window_sizes(_all_gates(d0.plan))))
+        d = d0.fresh()
         stream = [rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for _ in range(30)]
         expected = next((i + 1 for i in range(30)
                          if i + 1 >= 5 and i >= 2 and sum(stream[i - 2:i + 1]) / 3 >= 0.75), None)
@@ -193,9 +198,6 @@ def test_expressions_on_missing_data_evaluate_false(tmp_path):
     assert ex.evaluate(d.gate("stop").expr, d.ctx) is False
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `not` turns a comparison on missing data (False) into True, "
-                                       "so a gate that reads val.* passes before the first validation "
-                                       "(specrun/expr.py evaluate: Not)")
 def test_not_on_missing_data_waits(tmp_path):
     d = Driver(tmp_path, """
 curriculum {
@@ -205,6 +207,21 @@ curriculum {
 """)
     d.train(loss=1.0)
     assert d.log == []  # no validation has run: val.loss is unknown, the gate must wait
+    d.val(loss=1.0)
+    d.train(loss=1.0)
+    assert promotion_steps(d) == [2]
+
+
+def test_three_valued_logic_on_missing_data(tmp_path):
+    d = Driver(tmp_path, "stop when not (val.loss > 2.0) or step >= 3\n")
+    stop = d.gate("stop").expr
+    d.ctx.scalars["step"] = 2
+    assert ex.evaluate(stop, d.ctx) is False  # unknown or false: waits
+    d.ctx.scalars["step"] = 3
+    assert ex.evaluate(stop, d.ctx) is True  # unknown or true: holds
+    d = Driver(tmp_path, "stop when step >= 1 and not (val.loss > 2.0)\n")
+    d.ctx.scalars["step"] = 5
+    assert ex.evaluate(d.gate("stop").expr, d.ctx) is False  # true and unknown: waits
 
 
 # ---- several axes ----------------------------------------------------------------------------------
@@ -217,8 +234,8 @@ curriculum {
     phase s3 {}
   }
   axis mode {
-    phase m1 { task.noise 0.5; promote when train.accuracy >= 0.75 }
-    phase m2 {}
+    phase m1 { loss.label_smoothing 0.25; promote when train.accuracy >= 0.75 }
+    phase m2 { loss.label_smoothing 0.5 }
   }
 }
 """
@@ -226,22 +243,28 @@ curriculum {
 
 def test_axes_advance_independently(tmp_path):
     d = Driver(tmp_path, AXES)
-    assert d.curriculum.merged() == {"task": {"noise": 0.5}}  # later axes win a clash
     for acc in (0.5, 0.5, 0.5, 0.5, 0.5, 0.75, 0.5, 0.5, 0.5):
         d.train(accuracy=acc)
     assert d.log == [(3, "size", "s1", "s2"), (6, "mode", "m1", "m2"), (7, "size", "s2", "s3")]
     assert d.phases() == {"size": "s3", "mode": "m2"}
-    assert d.curriculum.merged() == {}  # neither s3 nor m2 sets anything
 
 
-def test_merged_params_follow_the_current_phases(tmp_path):
+def test_merged_params_follow_the_phases(tmp_path):
     d = Driver(tmp_path, AXES)
+    assert d.curriculum.merged() == {"task": {"noise": 0.1}, "loss": {"label_smoothing": 0.25}}
     d.train(accuracy=0.75)  # mode m1 -> m2 at step 1
     assert d.phases() == {"size": "s1", "mode": "m2"}
-    assert d.curriculum.merged() == {"task": {"noise": 0.1}}
+    assert d.curriculum.merged() == {"task": {"noise": 0.1}, "loss": {"label_smoothing": 0.5}}
     d.train(accuracy=0.0)
     d.train(accuracy=0.0)  # size s1 -> s2 at step 3
-    assert d.curriculum.merged() == {"task": {"noise": 0.2}}
+    assert d.curriculum.merged() == {"task": {"noise": 0.2}, "loss": {"label_smoothing": 0.5}}
+    for _ in range(4):
+        d.train(accuracy=0.0)  # size s2 -> s3 at step 7; s3 sets nothing: what s2 set stays set
+    assert d.phases() == {"size": "s3", "mode": "m2"}
+    assert d.curriculum.merged() == {"task": {"noise": 0.2}, "loss": {"label_smoothing": 0.5}}
+    restarted = Curriculum(d.plan.axes)
+    restarted.load_state_dict(d.curriculum.state_dict())  # a resumed run applies the same parameters
+    assert restarted.merged() == d.curriculum.merged()
 
 
 def test_reached_reads_another_axis(tmp_path):
@@ -386,11 +409,10 @@ curriculum {
   phase b {}
 }
 """)
-    ema, expected = None, []
+    ema = None
     for loss in (1.0, 0.25, 0.25, 0.25, 0.25, 0.25):
         d.train(loss=loss)
         ema = loss if ema is None else 0.5 * loss + 0.5 * ema
-        expected.append(ema)
         assert d.ctx.emas[("train.loss", 0.5)] == pytest.approx(ema)
     # 1, 0.625, 0.4375, 0.34375, 0.296875: first below 0.3 at step 5
     assert promotion_steps(d) == [5]
@@ -408,3 +430,19 @@ def test_history_round_trip_keeps_what_gates_see(tmp_path):
     assert fresh.context.emas == d.ctx.emas
     assert fresh.context.firsts == d.ctx.firsts
     assert fresh.context.counts == d.ctx.counts
+
+
+# ---- the loop's use of the gates ------------------------------------------------------------------
+
+def test_the_loop_promotes_one_phase_per_step_on_validation_steps_too(tmp_path, monkeypatch):
+    from .conftest import FAST_SPEC, events, run_inproc
+
+    monkeypatch.chdir(tmp_path)
+    spec = FAST_SPEC.replace("max_steps 12", "max_steps 4").replace(
+        "  phase a { promote when phase.steps >= 3 }\n  phase b {}",
+        "  phase a { promote when step >= 2 }\n  phase b { promote when step >= 1 }\n  phase c {}",
+    ) + "validation {\n  every 2 steps\n  batches 1\n}\n"
+    run_dir = tmp_path / "run"
+    assert run_inproc(write_spec(tmp_path, spec), run_dir).code == 0
+    # b's gate already holds when b begins: it promotes on the next step, as on any other step
+    assert [(e["step"], e["old"], e["new"]) for e in events(run_dir, "phase")] == [(2, "a", "b"), (3, "b", "c")]

@@ -1,0 +1,37 @@
+"""Shared test helpers. Keep this small: several test suites use it.
+
+``SPECRUN_UPDATE_GOLDEN=1 pytest tests/test_*_golden.py`` rewrites the expected files
+of the golden tests from the current output (review the diff before committing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo() -> Path:
+    """The repository root."""
+    return REPO
+
+
+@pytest.fixture
+def golden():
+    """``golden(path, actual)``: the expected text stored at ``path``.
+
+    With SPECRUN_UPDATE_GOLDEN=1 the file is (re)written from ``actual`` first.
+    """
+
+    def read(path: Path, actual: str) -> str:
+        if os.environ.get("SPECRUN_UPDATE_GOLDEN") == "1":
+            path.write_text(actual, encoding="utf-8")
+        if not path.exists():
+            pytest.fail(f"{path} is missing; run with SPECRUN_UPDATE_GOLDEN=1 to create it")
+        return path.read_text(encoding="utf-8")
+
+    return read
