@@ -83,30 +83,45 @@ class Checkpointer:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
             fsync_dir(self.dir)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
             tmp.unlink(missing_ok=True)
-            raise CheckpointError(
-                f"could not write checkpoint {target}: {exc.strerror or exc}; "
-                "earlier checkpoints are intact") from exc
+            raise CheckpointError(f"could not write checkpoint {target}: {_reason(exc)}; "
+                                  "earlier checkpoints are intact") from exc
         entries = [e for e in self.index() if e["file"] != target.name]
         entry = {"file": target.name, "step": step, "epoch": epoch, "kind": kind,
                  "bytes": target.stat().st_size, "time": time.time()}
         entries.append(entry)
-        self._write_index(entries)  # the completion marker: written last
+        try:
+            self._write_index(entries)  # the completion marker: written last
+        except OSError as exc:
+            raise CheckpointError(f"wrote {target} but could not record it in {INDEX}: {_reason(exc)}; "
+                                  "earlier checkpoints are intact") from exc
         self._rotate(entries)
         return Saved(target, step, kind, entry["bytes"], time.perf_counter() - started)
 
     def _rotate(self, entries: list[dict]) -> None:
-        regular = sorted((e for e in entries if e["kind"] == "regular"), key=lambda e: e["step"])
+        # By write order, not step: after a fallback resume a newer-stepped but abandoned
+        # checkpoint must go before the one just written.
+        regular = sorted((e for e in entries if e["kind"] == "regular"), key=lambda e: e["time"])
         doomed = regular[: max(0, len(regular) - self.keep)]
         if not doomed:
             return
         keep = [e for e in entries if e not in doomed]
-        self._write_index(keep)  # forget first, delete after: a crash in between leaves a stray file, not a hole
+        try:
+            self._write_index(keep)  # forget first, delete after: a crash in between leaves a stray file, not a hole
+        except OSError:
+            return  # rotation is housekeeping: the new checkpoint is already safe
         protected = {e["file"] for e in keep}
         for e in doomed:
             if e["file"] not in protected:
                 (self.dir / e["file"]).unlink(missing_ok=True)
+
+    def quarantine(self, entry: dict) -> None:
+        """Take a checkpoint that cannot be loaded out of the index; keep the file, renamed."""
+        self._write_index([e for e in self.index() if e["file"] != entry["file"]])
+        path = self.dir / entry["file"]
+        if path.exists():
+            path.rename(path.with_name(path.name + ".damaged"))
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -124,8 +139,17 @@ class Checkpointer:
                     raise CheckpointError(f"{path.name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)")
                 return load_file(path), path
             except (CheckpointError, OSError, RuntimeError, EOFError, ValueError) as exc:
-                warn(f"checkpoint {path.name} cannot be loaded ({exc}); falling back to the previous one")
+                warn(f"checkpoint {path.name} cannot be loaded ({exc}); falling back to the previous one "
+                     f"(kept as {path.name}.damaged)")
+                self.quarantine(entry)
         return None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text
 
 
 def load_file(path: Path) -> dict:

@@ -44,11 +44,16 @@ class Curriculum:
         return {axis.name: self.phase(i).name for i, axis in enumerate(self.axes)}
 
     def merged(self) -> dict[str, dict]:
-        """{"task": {...}, "model": {...}, ...}: what the current phases apply."""
+        """{"task": {...}, "model": {...}, ...}: what the phases so far apply.
+
+        A parameter a phase sets stays set in later phases of its axis until one sets
+        it again, whether the run got there uninterrupted or through a resume.
+        """
         out: dict[str, dict] = {}
-        for i in range(len(self.axes)):
-            for target, params in self.phase(i).set.items():
-                out.setdefault(target, {}).update(params)
+        for i, axis in enumerate(self.axes):
+            for phase in axis.phases[: self.states[i].index + 1]:
+                for target, params in phase.set.items():
+                    out.setdefault(target, {}).update(params)
         return out
 
     def reached(self, dotted: str) -> bool:

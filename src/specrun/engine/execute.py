@@ -18,7 +18,7 @@ from specrun import syntax as s
 from specrun.engine.checkpoint import Checkpointer, CheckpointError, load_file
 from specrun.engine.console import Console
 from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
-from specrun.engine.rundir import CsvLog, RunDir, latest_run, new_run_id, read_status, runs_root
+from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, read_status, runs_root
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.tensorboard import TensorBoardLog, TensorBoardUnavailable
@@ -50,35 +50,52 @@ def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
 
 
 def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[RunDir, Path | None]:
-    """(run directory, checkpoint to resume from or None)."""
+    """(run directory, where to resume from or None).
+
+    A new run gets a directory of its own. An existing one (``--run-dir`` naming
+    it, or the latest run of the spec under ``resume latest``) is continued, never
+    restarted over: its checkpoints and logs are the user's.
+    """
     resume = plan.settings["checkpoint"]["resume"]
     ck_dir = plan.settings["checkpoint"]["dir"]
+    explicit = Path(resume) if resume not in ("latest", "none") else None
     if opts.run_dir:
         path = Path(opts.run_dir)
     elif resume == "latest" and not opts.new:
         path = latest_run(plan.name, opts.runs_base)
-        if path is None or not Checkpointer(path / ck_dir, 1, "", None, "").candidates():
-            path = None
     else:
         path = None
     if path is None:
-        path = runs_root(plan.name, opts.runs_base) / new_run_id()
-        start = Path(resume) if resume not in ("latest", "none") else None
-        return RunDir(path, checkpoint_dir=ck_dir), start
-    if (path / "plan.json").exists() and resume != "none":
-        old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
-        if old_hash != plan.spec_hash:
-            lines = _spec_diff(path / "spec.train", plan, spec_data)
-            if not opts.allow_spec_change:
-                raise SpecChanged(
-                    f"the spec changed since run {path} began:\n  " + "\n  ".join(lines or ["(layout only)"])
-                    + "\nresume anyway with --allow-spec-change, or start fresh with --new")
-            say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
-        return RunDir(path, checkpoint_dir=ck_dir), path / ck_dir
-    if (path / "plan.json").exists():
-        raise SpecChanged(f"{path} already holds a run and this spec says `resume none`: "
-                          "choose another --run-dir, or resume it with --set checkpoint.resume=latest")
-    return RunDir(path, checkpoint_dir=ck_dir), None
+        return RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), checkpoint_dir=ck_dir), explicit
+    if not (path / "plan.json").exists():
+        return RunDir(path, checkpoint_dir=ck_dir), explicit
+    if resume == "none" or explicit is not None:
+        raise SpecChanged(f"{path} already holds a run and this spec says `resume {resume}`: choose another "
+                          "--run-dir, or continue it with --set checkpoint.resume=latest")
+    run_dir = RunDir(path, checkpoint_dir=ck_dir)
+    old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
+    if old_hash != plan.spec_hash:
+        lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
+        if not opts.allow_spec_change:
+            raise SpecChanged(f"the spec changed since run {path} began:\n  " + "\n  ".join(lines)
+                              + "\nresume anyway with --allow-spec-change, or start fresh with --new")
+        say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
+        _record_spec_change(run_dir, plan, spec_data, lines)
+    has_checkpoint = bool(Checkpointer(path / ck_dir, 1, "", None, "").candidates())
+    return run_dir, (path / ck_dir) if has_checkpoint else None
+
+
+def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: list[str]) -> None:
+    """Keep the old spec and plan beside the new ones, and say what changed in the events."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in ("spec.train", "plan.json"):
+        old = run_dir.path / name
+        if old.exists():
+            old.rename(old.with_name(f"{old.stem}.before-{stamp}{old.suffix}"))
+    run_dir.create(format_data(spec_data), plan.to_json())
+    run_dir.event("spec_change", 0, changes=lines, previous=f"spec.before-{stamp}.train")
 
 
 def metric_columns(run) -> list[str]:

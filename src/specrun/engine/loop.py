@@ -5,8 +5,8 @@ Per step, in this order:
   2. unscale (fp16), clip, and skip the step if anything is non-finite
   3. optimizer and scheduler step, zero_grad(set_to_none=True)
   4. metrics to the host (the one device sync of a step)
-  5. gates: curriculum promotion, switches, expectations, early stop
-  6. validation, best checkpoint
+  5. validation, best checkpoint
+  6. gates: curriculum promotion, switches, expectations, early stop
   7. memory guard
   8. checkpoint
   9. log row and console
@@ -208,8 +208,11 @@ def _gates(run: Run) -> str | None:
             run.model.set_switch(sw.name, on)
             run.dir.event("switch", c.step, name=key, on=on)
             run.console.say(f"switch {key} {'on' if on else 'off'} at step {c.step}")
-    for exp in run.plan.settings.get("expect", []):
-        if exp.get("by") is not None and c.step == exp["by"] and not ex.evaluate(exp["expr"].expr, ctx):
+    for i, exp in enumerate(run.plan.settings.get("expect", [])):
+        if exp.get("by") is None or c.step < exp["by"] or i in run.expectations_checked:
+            continue
+        run.expectations_checked.add(i)  # checked once, at the first step at or past `by`
+        if not ex.evaluate(exp["expr"].expr, ctx):
             values = ex.explain(exp["expr"].expr, ctx)
             run.dir.event("expectation_failed", c.step, expect=str(exp["expr"]), values=values)
             raise RunFailed(f"expectation broken at step {c.step}: expect {exp['expr']} by {exp['by']} steps "
@@ -224,7 +227,12 @@ def _gates(run: Run) -> str | None:
 
 def _final_expectations(run: Run) -> None:
     ctx = run.history.context
-    for exp in run.plan.settings.get("expect", []):
+    for i, exp in enumerate(run.plan.settings.get("expect", [])):
+        if exp.get("by") is not None and i not in run.expectations_checked:
+            message = f"expectation never checked: the run ended at step {run.counters.step}, before `by {exp['by']}`"
+            run.dir.event("warning", run.counters.step, message=message, expect=str(exp["expr"]))
+            run.console.say(f"warning: {message}: expect {exp['expr']}")
+            continue
         if exp.get("by") is None and not ex.evaluate(exp["expr"].expr, ctx):
             values = ex.explain(exp["expr"].expr, ctx)
             raise RunFailed(f"expectation broken at the end of the run: expect {exp['expr']} "
@@ -379,16 +387,15 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         run.history.record_all("train", values)
         window.add(values)
 
-        # 5. gates
-        stop_reason = _gates(run)
-
-        # 6. validation
+        # 5. validation (before the gates, so they read this step's val metrics)
         val = None
         if "validation" in every and c.step % every["validation"] == 0:
             val = validate(run)
-            stop_reason = stop_reason or _gates(run)
             if _best_improved(run):
                 _save(run, "best")
+
+        # 6. gates: once per step, so at most one promotion per axis per step
+        stop_reason = _gates(run)
 
         # 7. memory guard
         if "memory" in every and c.step % every["memory"] == 0 and run.guard.active:
@@ -419,6 +426,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
             time.perf_counter() - window.started, 1e-9), values["loss"],
             (key_metric, values[key_metric[6:]]) if key_metric and key_metric[6:] in values else None)
         if stop_reason:
+            _final_expectations(run)
             _finish(run, window, extra_log)
             return Outcome("finished", 0, stop_reason, c.step)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import socket
@@ -29,6 +30,20 @@ def new_run_id() -> str:
     if os.environ.get("SPECRUN_RUN_ID"):  # set by the torchrun launcher: one name for all ranks
         return os.environ["SPECRUN_RUN_ID"]
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + f"{os.getpid() % 100000:05d}"
+
+
+def claim_new_run(root: Path) -> Path:
+    """A run directory no other run has: created exclusively, suffixed on a clash."""
+    base = new_run_id()
+    shared = bool(os.environ.get("SPECRUN_RUN_ID"))
+    for n in range(1000):
+        path = Path(root) / (base if n == 0 else f"{base}-{n + 1}")
+        try:
+            path.mkdir(parents=True, exist_ok=shared)  # torchrun ranks share one name on purpose
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot find a free run directory under {root}")
 
 
 def runs_root(spec_name: str, base: str | os.PathLike = "runs") -> Path:
@@ -109,9 +124,20 @@ class RunDir:
             return
         record = {"time": round(time.time(), 3), "step": step, "event": name, **fields}
         with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+            fh.write(json.dumps(_strict(record), default=str, allow_nan=False) + "\n")
         if self.tensorboard is not None:
             self.tensorboard.event(step, name, fields)
+
+
+def _strict(value):
+    """NaN and infinities as strings: events.jsonl stays strict JSON for any reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 class CsvLog:

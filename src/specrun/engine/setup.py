@@ -67,6 +67,7 @@ class Run:
     counters: Counters = field(default_factory=Counters)
     switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
     best_value: float | None = None  # of checkpoint.best.metric, for best.pt
+    expectations_checked: set = field(default_factory=set)  # indexes of `expect ... by` already judged
     dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
     csv: object = None  # rundir.CsvLog of metrics.csv
     batches: object = None  # the live training iterator

@@ -110,6 +110,8 @@ def snapshot(run: Run) -> dict:
         "history": run.history.state_dict(),
         "switches": dict(run.switch_state),
         "best_value": run.best_value,
+        "expectations_checked": sorted(run.expectations_checked),
+        "optimizer_type": run.plan.components["optimizer"]["type"],
         "rng": rng_state(),
     }
     if run.precision.scaler is not None:
@@ -132,6 +134,9 @@ def restore(run: Run, state: dict, resume_phase: str, warn) -> None:
     except RuntimeError as exc:
         raise ResumeRefused(f"the checkpoint's weights do not fit this model: {str(exc).splitlines()[0]}") from None
     try:
+        saved_type = state.get("optimizer_type")
+        if saved_type not in (None, run.plan.components["optimizer"]["type"]):
+            raise ValueError(f"it belongs to optimizer {saved_type}")
         _load_optimizer(run, state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
     except (ValueError, KeyError, RuntimeError, IndexError) as exc:
@@ -144,6 +149,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn) -> None:
     run.history.load_state_dict(state["history"])
     run.switch_state = dict(state.get("switches", {}))
     run.best_value = state.get("best_value")
+    run.expectations_checked = set(state.get("expectations_checked", []))
     if resume_phase == "start":
         run.curriculum.restart(run.counters.step, run.counters.micro)
     else:
