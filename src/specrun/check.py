@@ -362,7 +362,24 @@ def _schema_diagnostics(loc: Located, instance, schema: dict, base: tuple, what:
     out = []
     for err in _validator(schema).iter_errors(instance):
         out.extend(_translate(loc, err, base, what, schema))
+    out += _range_bounds(loc, instance, schema, schema, base)
     return out
+
+
+def _range_bounds(loc: Located, instance, schema: dict, root: dict, path: tuple) -> list[Diagnostic]:
+    """minimum/maximum on a `range` (``sizes 3..16``): JSON Schema applies them to numbers only."""
+    schema = _resolve(schema, root)
+    if isinstance(instance, IntRange):
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        where = label(loc.data, path)
+        if lo is not None and instance.lo < lo or hi is not None and instance.hi > hi:
+            return [Diagnostic("E203", f"{where} must lie within {lo}..{hi}, got {instance}", loc.span(path))]
+        return []
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        return [d for k, v in instance.items() if isinstance(props.get(k), dict)
+                for d in _range_bounds(loc, v, props[k], root, path + (k,))]
+    return []
 
 
 def label(data: dict, path: tuple) -> str:
