@@ -96,6 +96,7 @@ class Context:
     bests: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     emas: dict[tuple, float] = field(default_factory=dict)  # (series, alpha) -> running ema
+    plateaus: dict[tuple, list] = field(default_factory=dict)  # plateau_key -> [best, values since]
     phase_reached: Callable[[str], bool] | None = None
 
 
@@ -110,17 +111,20 @@ def _window(ctx: Context, name: str, n: int | None):
     return list(values)[-int(n):] if len(values) >= int(n) else None
 
 
-def _plateau(ctx: Context, name: str, patience: int, min_delta: float, mode: str | None) -> bool:
-    """True when none of the last `patience` values beat the best before them by min_delta."""
-    values = list(ctx.series.get(name) or ())
-    if len(values) <= patience:
-        return False
+def plateau_key(node: s.Call) -> tuple:
+    """(series, min_delta, lower-is-better): what one plateau() call tracks."""
+    name = node.args[0].dotted
+    kw = dict(node.kwargs)
+    min_delta = float(literal(kw["min_delta"])) if "min_delta" in kw else 0.0
+    mode = literal(kw["mode"]) if "mode" in kw else None
     lower = lower_is_better(name) if mode is None else mode == "min"
-    before, recent = values[:-patience], values[-patience:]
-    best = min(before) if lower else max(before)
-    if lower:
-        return all(v > best - min_delta for v in recent)
-    return all(v < best + min_delta for v in recent)
+    return (name, min_delta, lower)
+
+
+def _plateau(ctx: Context, node: s.Call, patience: int) -> bool:
+    """True once `patience` values in a row failed to beat the best so far by min_delta."""
+    tracker = ctx.plateaus.get(plateau_key(node))
+    return tracker is not None and tracker[0] is not None and tracker[1] >= patience
 
 
 def _call(node: s.Call, ctx: Context):
@@ -146,8 +150,7 @@ def _call(node: s.Call, ctx: Context):
     if name == "ema":
         return ctx.emas.get((series, float(extra[0])))
     if name == "plateau":
-        return _plateau(ctx, series, int(kw.get("patience", 3)), float(kw.get("min_delta", 0.0)),
-                        kw.get("mode"))
+        return _plateau(ctx, node, int(kw.get("patience", 3)))
     window = _window(ctx, series, extra[0] if extra else None)
     if not window:
         return None

@@ -34,8 +34,7 @@ class Driver:
 
     def __init__(self, tmp_path, body: str, per_epoch=None, accumulate=1):
         _, self.plan = load_plan(write_spec(tmp_path, HEAD + body))
-        sizes, emas = window_sizes(_all_gates(self.plan))
-        self.history = History(sizes, emas)
+        self.history = History(*window_sizes(_all_gates(self.plan)))
         self.curriculum = Curriculum(self.plan.axes)
         self.per_epoch = per_epoch
         self.accumulate = accumulate

@@ -3,7 +3,8 @@
 Each series (``train.loss``, ``val.accuracy``) keeps a bounded window of recent
 values plus the running aggregates the expression functions need (first,
 best, count, each requested EMA). The window is as long as the longest
-``mean(x, n)`` / ``plateau(x, patience)`` in the plan asks for, so gates see
+``mean(x, n)`` in the plan asks for, and each ``plateau()`` keeps its own best
+and count of values since it (as early stopping always has), so gates see
 exactly what they would have seen in an uninterrupted run after a resume.
 """
 
@@ -15,10 +16,11 @@ from specrun import expr as ex
 from specrun import syntax as s
 
 
-def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]]]:
-    """How many recent values each series needs, and which EMAs are read."""
+def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]], set[tuple]]:
+    """How many recent values each series needs, which EMAs and which plateau trackers are read."""
     sizes: dict[str, int] = {}
     emas: set[tuple[str, float]] = set()
+    plateaus: set[tuple] = set()
     for gate in gates:
         for node in ex.walk(gate.expr):
             if not (isinstance(node, s.Call) and node.args and isinstance(node.args[0], s.Ref)):
@@ -30,26 +32,25 @@ def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]]]:
             elif node.name in ("min", "max"):
                 need = 10_000  # min/max over everything: bounded so a checkpoint stays small
             elif node.name == "plateau":
-                kw = dict(node.kwargs)
-                need = 10_000  # plateau compares against the best so far
-                if "patience" in kw:
-                    need = max(int(ex.literal(kw["patience"])) + 1, 2)
+                plateaus.add(ex.plateau_key(node))
             elif node.name == "ema":
                 emas.add((name, float(ex.literal(node.args[1]))))
             sizes[name] = max(sizes.get(name, 1), need)
         for node in ex.walk(gate.expr):
             if isinstance(node, s.Ref) and node.parts[0] in ("train", "val"):
                 sizes.setdefault(node.dotted, 1)
-    return sizes, emas
+    return sizes, emas, plateaus
 
 
 class History:
-    def __init__(self, sizes: dict[str, int], emas: set[tuple[str, float]]):
+    def __init__(self, sizes: dict[str, int], emas: set[tuple[str, float]], plateaus=()):
         self.sizes = dict(sizes)
         self.context = ex.Context()
         for name, alpha in emas:
             self.context.emas[(name, alpha)] = None
         self.ema_keys = sorted(emas)
+        for key in plateaus:  # (series, min_delta, lower) -> [best, values since it]
+            self.context.plateaus[key] = [None, 0]
 
     def record(self, name: str, value: float) -> None:
         ctx = self.context
@@ -65,6 +66,12 @@ class History:
             if key[0] == name:
                 prev = ctx.emas.get(key)
                 ctx.emas[key] = value if prev is None else key[1] * value + (1 - key[1]) * prev
+        for key, tracker in ctx.plateaus.items():
+            if key[0] == name:
+                _, min_delta, lower = key
+                best = tracker[0]
+                improved = best is None or (value < best - min_delta if lower else value > best + min_delta)
+                tracker[:] = [value, 0] if improved else [best, tracker[1] + 1]
 
     def record_all(self, prefix: str, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -80,6 +87,7 @@ class History:
             "series": {k: list(v) for k, v in ctx.series.items()},
             "firsts": dict(ctx.firsts), "bests": dict(ctx.bests), "counts": dict(ctx.counts),
             "emas": [[k[0], k[1], v] for k, v in ctx.emas.items()],
+            "plateaus": [[*k, *v] for k, v in ctx.plateaus.items()],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -89,3 +97,6 @@ class History:
         for name, alpha, value in state["emas"]:
             if (name, alpha) in ctx.emas:
                 ctx.emas[(name, alpha)] = value
+        for name, min_delta, lower, best, since in state.get("plateaus", []):
+            if (name, min_delta, lower) in ctx.plateaus:
+                ctx.plateaus[(name, min_delta, lower)] = [best, since]

@@ -148,7 +148,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         if dist is not None:
             train_model = dist.wrap(train_model)
         dev.cap_vram((st.get("memory") or {}).get("vram_limit"), device, precision.notes)
-        sizes, emas = window_sizes(_all_gates(plan))
+        needs = window_sizes(_all_gates(plan))
         ck = st["checkpoint"]
         best = ck.get("best") or {}
         checkpointer = Checkpointer(run_dir.checkpoints, ck["keep"], ck["name"], best.get("name"), ck["final"])
@@ -158,7 +158,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         task.close()
         raise
     return Run(plan, run_dir, console, ctx, task, model, train_model, loss_fn, optimizer, scheduler,
-               precision, Curriculum(plan.axes), History(sizes, emas), checkpointer, guard, total,
+               precision, Curriculum(plan.axes), History(*needs), checkpointer, guard, total,
                per_epoch, every, dist=dist)
 
 

@@ -1,0 +1,1 @@
+"""Optimizers a spec may name (one module per optimizer family)."""

@@ -1,0 +1,87 @@
+"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), optional GaLore.
+
+Per parameter, with gradient g and momentum m::
+
+    update = sign(beta1 * m + (1 - beta1) * g)
+    p      = p - lr * (update + weight_decay * p)
+    m      = beta2 * m + (1 - beta2) * g
+
+One state buffer (Adam keeps two). ``state_dtype bf16`` stores m in bfloat16
+(the arithmetic is done in fp32 and rounded to nearest on store), halving it
+again. With ``galore { rank .. update_every .. scale .. }`` the gradient of
+every large 2-D weight is projected to rank ``rank`` first (see ``galore``):
+m lives in the low-rank space, and the sign update is projected back and
+multiplied by ``scale``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specrun.components.optim.galore import (
+    STATE_DTYPES,
+    StatefulOptimizer,
+    decay_groups,
+    galore_config,
+    galore_grad,
+    project_back,
+    projects,
+)
+
+
+class Lion(StatefulOptimizer):
+    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
+                 state_dtype: str = "fp32", galore: dict | None = None):
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if state_dtype not in STATE_DTYPES:
+            raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}")
+        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay,
+                        state_dtype=state_dtype, galore=galore_config(galore))
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2) = group["lr"], group["betas"]
+            wd, cfg = group["weight_decay"], group["galore"]
+            sdt = STATE_DTYPES[group["state_dtype"]]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("Lion does not support sparse gradients")
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                low = projects(p, cfg)
+                g = galore_grad(state, p.grad, cfg) if low else p.grad.float()
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(g, dtype=sdt)
+                m = state["exp_avg"].float()
+                update = (m * beta1).add_(g, alpha=1 - beta1).sign_()
+                if low:
+                    update = project_back(update, state["galore_proj"], state["galore_side"]) * cfg["scale"]
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(update.to(p.dtype), alpha=-lr)
+                state["exp_avg"].copy_(m.mul_(beta2).add_(g, alpha=1 - beta2))
+                state["step"] += 1
+        return loss
+
+
+def build_optimizer(params: dict, model: torch.nn.Module, ctx) -> Lion:
+    """Catalog entry ``lion``; ``galore`` absent (or null) means no projection."""
+    return Lion(
+        decay_groups(model, float(params.get("weight_decay", 0.0))),
+        lr=float(params.get("lr", 1e-4)),
+        betas=tuple(params.get("betas", (0.9, 0.99))),
+        state_dtype=params.get("state_dtype", "fp32"),
+        galore=params.get("galore"),
+    )

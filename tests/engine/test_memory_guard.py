@@ -1,0 +1,121 @@
+"""The memory guard: its actions in order, stopping early when memory drains, save-and-stop."""
+
+import pytest
+
+from specrun.engine.guard import MemoryGuard
+
+from .conftest import FAST_SPEC, events, index_entries, load_plan, run_inproc, write_spec
+
+MEMORY = """memory {
+  ram_limit 1MB
+  scope process
+  check_every 2 steps
+  actions [collect_garbage, recheck, pause, recheck]
+  pause 10ms
+}
+"""
+ACTIONS = ["collect_garbage", "recheck", "pause", "recheck"]
+
+
+class Fake:
+    """measure() returns the readings given, then repeats the last; sleep() and empty_cache() are counted."""
+
+    def __init__(self, *readings):
+        self.readings = list(readings)
+        self.sleeps = []
+        self.emptied = 0
+        self.said = []
+        self.scopes = []
+
+    def measure(self, scope):
+        self.scopes.append(scope)
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+
+    def empty(self):
+        self.emptied += 1
+
+    def guard(self, **settings):
+        return MemoryGuard(settings, self.empty, sleep=self.sleep, measure=self.measure)
+
+
+def test_settings_from_a_spec(tmp_path):
+    _, plan = load_plan(write_spec(tmp_path, FAST_SPEC + MEMORY))
+    m = plan.settings["memory"]
+    assert m["ram_limit"] == 1_000_000 and m["pause"] == pytest.approx(0.01) and m["check_every"] == 2
+    guard = MemoryGuard(m, lambda: None)
+    assert guard.active and guard.limit == 1_000_000 and guard.scope == "process"
+    assert guard.actions == ACTIONS and guard.still_over_action == "continue"
+
+
+def test_under_the_limit_nothing_happens():
+    f = Fake(500)
+    report = f.guard(ram_limit=1000, actions=ACTIONS, pause=5.0).check(f.said.append)
+    assert not report.over and report.actions == [] and f.sleeps == [] and f.said == []
+
+
+def test_stops_at_the_first_recheck_under_the_limit():
+    f = Fake(2000, 500)  # over; garbage collection brings it under
+    report = f.guard(ram_limit=1000, scope="process", actions=ACTIONS, pause=5.0).check(f.said.append)
+    assert report.over and not report.still_over
+    assert report.actions == ["collect_garbage", "recheck"]
+    assert (report.used_before, report.used_after) == (2000, 500)
+    assert f.sleeps == []  # never paused
+    assert f.scopes == ["process", "process"]
+    assert f.said[0].startswith("[memory guard] RAM") and "over the" in f.said[0]
+    assert f.said[-1].startswith("[memory guard] cooled down")
+
+
+def test_the_pause_runs_when_the_first_recheck_is_still_over():
+    f = Fake(2000, 1500, 900)
+    report = f.guard(ram_limit=1000, actions=ACTIONS, pause=2.5).check(f.said.append)
+    assert report.actions == ACTIONS and f.sleeps == [2.5]
+    assert not report.still_over and report.used_after == 900
+
+
+def test_still_over_after_every_action():
+    f = Fake(2000)
+    actions = ["collect_garbage", "empty_cache", "pause", "recheck"]
+    report = f.guard(ram_limit=1000, actions=actions, pause=0.5, still_over="save_and_stop").check(f.said.append)
+    assert report.actions == actions and report.still_over and report.used_after == 2000
+    assert f.sleeps == [0.5] and f.emptied == 1
+    assert "saving and stopping" in f.said[-1]
+    assert [s.split("] ")[1].split(" ")[0] for s in f.said] == ["RAM", "collected", "emptied", "pausing", "still"]
+
+
+def test_a_run_over_its_limit_records_each_guard_action(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC.replace("max_steps 12", "max_steps 6") + MEMORY)
+    run_dir = tmp_path / "run"
+    out = run_inproc(spec, run_dir, quiet=False)
+    assert out.code == 0, out.message  # still_over defaults to continue
+    guard = events(run_dir, "memory_guard")
+    assert [e["step"] for e in guard] == [2, 4, 6]
+    for e in guard:
+        assert e["actions"] == ACTIONS and e["still_over"] is True
+        assert e["used_gb"] > 0.001 and e["after_gb"] > 0.001
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith("[memory guard]")]
+    # per check, in order: over the limit, collected, (recheck: silent) pausing, still over
+    starts = [line.split("] ", 1)[1].split(" ")[0] for line in lines]
+    assert starts == ["RAM", "collected", "pausing", "still"] * 3
+    assert all("(process)" in line for line in lines[::4])
+    assert all(line == "[memory guard] pausing 0.01s to let memory drain" for line in lines[2::4])
+    assert all(line.endswith("; continuing") and "collect_garbage, recheck, pause, recheck" in line
+               for line in lines[3::4])
+
+
+def test_still_over_save_and_stop_ends_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stop = MEMORY.replace("pause 10ms", "pause 10ms\n  still_over save_and_stop")
+    spec = write_spec(tmp_path, FAST_SPEC + stop)
+    run_dir = tmp_path / "run"
+    out = run_inproc(spec, run_dir)
+    assert (out.status, out.code, out.step) == ("failed", 1, 2)
+    assert out.message.startswith("memory guard: RAM still") and "saved and stopped" in out.message
+    finals = [e for e in index_entries(run_dir) if e["kind"] == "final"]
+    assert [(e["file"], e["step"]) for e in finals] == [("final.pt", 2)]
+    assert events(run_dir, "memory_guard")[0]["still_over"] is True
+    assert events(run_dir, "end")[0]["status"] == "failed"

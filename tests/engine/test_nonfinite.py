@@ -1,0 +1,157 @@
+"""Non-finite steps are skipped, counted and logged; too many in a row end the run."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import specrun.engine.loop as loop
+from specrun.cli import main
+from specrun.components.builtin import RuleClassification
+
+from .conftest import csv_rows, events, make_run, params_copy, run_inproc, write_spec
+
+SPEC = """
+spec nonfinite
+seed 4
+task rule_classification { features 8; classes 3 }
+model mlp { width 16; depth 2 }
+loss cross_entropy
+optimizer adamw { lr 0.01 }
+batch 8
+accumulate 2
+max_steps 12
+clip_grad_norm 1.0
+checkpoint { every 4 steps }
+log { every 1 step }
+"""
+
+
+def _poison(monkeypatch, indices):
+    """Micro-batches of the training stream whose index is in ``indices`` carry a NaN input."""
+    original = RuleClassification._batch
+
+    def batch(self, stream, index):
+        out = original(self, stream, index)
+        if stream == 0 and (index in indices if not callable(indices) else indices(index)):
+            out["inputs"] = out["inputs"].clone()
+            out["inputs"][0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(RuleClassification, "_batch", batch)
+
+
+def _record_steps(monkeypatch):
+    """Weights before and after each optimizer step the loop takes."""
+    calls = []
+    original = loop._optimizer_step
+
+    def step(run, clip):
+        before = params_copy(run.model)
+        stepped, norm = original(run, clip)
+        calls.append((before, params_copy(run.model), stepped))
+        return stepped, norm
+
+    monkeypatch.setattr(loop, "_optimizer_step", step)
+    return calls
+
+
+def test_helpers_skip_a_nan_step_without_touching_weights(tmp_path):
+    run = make_run(tmp_path, SPEC)
+    g = torch.Generator().manual_seed(0)
+    batch = {"inputs": torch.randn(8, 8, generator=g), "targets": torch.randint(0, 3, (8,), generator=g)}
+    batch["inputs"][3, 2] = float("nan")
+    before = params_copy(run.model)
+    loss, _ = loop._micro_step(run, batch, 0.5)
+    assert not torch.isfinite(loss)
+    stepped, norm = loop._optimizer_step(run, 1.0)
+    assert stepped is False
+    assert not torch.isfinite(norm)
+    after = params_copy(run.model)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert all(p.grad is None for p in run.model.parameters())  # the poisoned gradients are gone
+    assert run.optimizer.state_dict()["state"] == {}  # AdamW never stepped: no moments were updated
+
+
+def test_one_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, {4})  # micro-batches 4 and 5 make optimizer step 3
+    calls = _record_steps(monkeypatch)
+    run_dir = tmp_path / "run"
+    out = run_inproc(write_spec(tmp_path, SPEC), run_dir)
+    assert out.code == 0, out.message
+
+    skips = events(run_dir, "skip")
+    assert [(e["step"], e["consecutive"]) for e in skips] == [(3, 1)]
+    assert str(skips[0]["loss"]).lower() == "nan"
+
+    _, rows = csv_rows(run_dir / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2] + list(range(4, 13))
+    assert [int(r["skipped"]) for r in rows] == [0, 0] + [1] * 9
+    assert all(float(r["train.loss"]) == float(r["train.loss"]) for r in rows)  # no NaN reached the log
+
+    assert len(calls) == 12
+    for i, (before, after, stepped) in enumerate(calls, 1):
+        unchanged = all(torch.equal(before[n], after[n]) for n in before)
+        assert stepped is (i != 3) and unchanged is (i == 3), i
+
+    final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)
+    assert final["counters"]["skipped"] == 1 and final["counters"]["step"] == 12
+    steps = {float(s["step"]) for s in final["optimizer"]["state"].values()}
+    assert steps == {11.0}  # AdamW took 11 steps, not 12
+
+
+def test_consecutive_count_resets_after_a_good_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, {4, 6, 14})  # steps 3, 4 and 8
+    run_dir = tmp_path / "run"
+    out = run_inproc(write_spec(tmp_path, SPEC + "nonfinite { max_consecutive 3 }\n"), run_dir)
+    assert out.code == 0, out.message
+    assert [(e["step"], e["consecutive"]) for e in events(run_dir, "skip")] == [(3, 1), (4, 2), (8, 1)]
+
+
+def test_persistent_nan_ends_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, lambda i: i >= 4)
+    run_dir = tmp_path / "run"
+    out = run_inproc(write_spec(tmp_path, SPEC + "nonfinite { max_consecutive 3 }\n"), run_dir)
+    assert out.code == 1 and out.status == "failed"
+    assert "\n" not in out.message
+    assert "nonfinite.max_consecutive is 3" in out.message
+    assert out.message.startswith("3 consecutive steps had non-finite loss or gradients")
+    assert [(e["step"], e["consecutive"]) for e in events(run_dir, "skip")] == [(3, 1), (4, 2), (5, 3)]
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "failed" and status["step"] == 5
+
+
+def test_persistent_nan_exit_code_and_last_line_from_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, lambda i: i >= 4)
+    spec = write_spec(tmp_path, SPEC + "nonfinite { max_consecutive 3 }\n")
+    result = CliRunner().invoke(main, ["run", str(spec), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("failed: 3 consecutive steps") and "nonfinite.max_consecutive" in lines[0]
+
+
+def test_expectation_is_checked_even_if_its_step_was_skipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, {6})  # step 4 is skipped
+    spec = write_spec(tmp_path, SPEC + "expect train.loss < 0 by 4 steps\n")  # can never hold
+    out = run_inproc(spec, tmp_path / "run")
+    assert out.code == 1, out.message
+
+
+def test_events_stay_strict_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, {4})
+    run_dir = tmp_path / "run"
+    assert run_inproc(write_spec(tmp_path, SPEC), run_dir).code == 0
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=refuse)

@@ -1,0 +1,134 @@
+"""Retention and choosing what to resume from: only complete, listed, loadable checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from specrun.engine.checkpoint import Checkpointer
+
+
+def _state(step: int) -> dict:
+    return {"model": {"w": torch.full((32,), float(step))}, "counters": {"step": step}}
+
+
+def _ck(directory, keep=2):
+    return Checkpointer(directory, keep, "step_{step}.pt", "best.pt", "final.pt")
+
+
+def _listed(directory) -> list[tuple[str, str, int]]:
+    entries = json.loads((directory / "index.json").read_text())["checkpoints"]
+    return sorted((e["kind"], e["file"], e["step"]) for e in entries)
+
+
+def _files(directory) -> set[str]:
+    return {p.name for p in directory.iterdir()} - {"index.json"}
+
+
+def test_keep_k_newest_regular_and_never_best_or_final(tmp_path):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=2)
+    ck.save(_state(1), "regular", 1, 0)
+    ck.save(_state(2), "best", 2, 0)
+    for step in range(2, 7):
+        ck.save(_state(step), "regular", step, 0)
+    ck.save(_state(6), "final", 6, 0)
+    for step in range(7, 10):
+        ck.save(_state(step), "regular", step, 0)
+    assert _listed(d) == [("best", "best.pt", 2), ("final", "final.pt", 6),
+                          ("regular", "step_8.pt", 8), ("regular", "step_9.pt", 9)]
+    assert _files(d) == {"best.pt", "final.pt", "step_8.pt", "step_9.pt"}
+    assert torch.load(d / "best.pt", weights_only=True)["counters"]["step"] == 2
+
+
+def test_a_new_best_replaces_the_old_one(tmp_path):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=1)
+    ck.save(_state(2), "best", 2, 0)
+    ck.save(_state(3), "regular", 3, 0)
+    ck.save(_state(4), "best", 4, 0)
+    assert _listed(d) == [("best", "best.pt", 4), ("regular", "step_3.pt", 3)]
+
+
+def test_keep_one(tmp_path):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=1)
+    for step in (5, 10, 15):
+        ck.save(_state(step), "regular", step, 0)
+        assert _files(d) == {f"step_{step}.pt"}
+
+
+def test_partial_and_unlisted_files_are_never_picked(tmp_path):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=3)
+    ck.save(_state(4), "regular", 4, 0)
+    ck.save(_state(8), "regular", 8, 0)
+    (d / ".step_12.pt.partial").write_bytes(b"\x00" * 100)  # a write that died half way
+    torch.save(_state(99), d / "step_99.pt")  # complete, but the index never recorded it
+    torch.save(_state(50), d / "final.pt")  # a final.pt the index does not list
+    assert [e["file"] for e in ck.candidates()] == ["step_8.pt", "step_4.pt"]
+    state, path = ck.load_latest(lambda msg: pytest.fail(msg))
+    assert path.name == "step_8.pt" and state["counters"]["step"] == 8
+
+
+def test_best_is_never_a_resume_candidate_and_final_wins_a_tie(tmp_path):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=3)
+    ck.save(_state(6), "regular", 6, 0)
+    ck.save(_state(9), "best", 9, 0)
+    ck.save(_state(6), "final", 6, 0)
+    assert [e["file"] for e in ck.candidates()] == ["final.pt", "step_6.pt"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zeros", "delete"])
+def test_a_damaged_newest_checkpoint_falls_back_and_says_so(tmp_path, damage):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=3)
+    for step in (3, 6, 9):
+        ck.save(_state(step), "regular", step, 0)
+    newest = d / "step_9.pt"
+    size = newest.stat().st_size
+    if damage == "truncate":
+        newest.write_bytes(newest.read_bytes()[: size // 2])
+    elif damage == "zeros":
+        newest.write_bytes(b"\x00" * size)  # same size: only loading can tell
+    else:
+        newest.unlink()
+    warnings = []
+    state, path = ck.load_latest(warnings.append)
+    assert path.name == "step_6.pt" and state["counters"]["step"] == 6
+    assert len(warnings) == 1
+    assert warnings[0].startswith("checkpoint step_9.pt cannot be loaded")
+    assert "falling back to the previous one" in warnings[0]
+
+
+def test_nothing_loadable(tmp_path):
+    d = tmp_path / "ck"
+    ck = _ck(d, keep=2)
+    ck.save(_state(3), "regular", 3, 0)
+    (d / "step_3.pt").write_bytes(b"junk")
+    warnings = []
+    assert ck.load_latest(warnings.append) is None
+    assert len(warnings) == 1
+    assert _ck(tmp_path / "empty").load_latest(warnings.append) is None
+
+
+def test_rotation_after_a_fallback_keeps_the_checkpoint_just_written(tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    ck = _ck(d, keep=1)
+    # the index lists step_5 (good) and step_10 (damaged by a disk fault, a bad copy...);
+    # the resumed run falls back to step_5 and goes on, saving step_6 next (checkpoint.every
+    # or keep changed with --allow-spec-change, an epoch-based `every`...)
+    torch.save(_state(5), d / "step_5.pt")
+    (d / "step_10.pt").write_bytes(b"\x00" * 10)
+    (d / "index.json").write_text(json.dumps({"checkpoints": [
+        {"file": "step_5.pt", "step": 5, "epoch": 0, "kind": "regular",
+         "bytes": (d / "step_5.pt").stat().st_size, "time": 1.0},
+        {"file": "step_10.pt", "step": 10, "epoch": 0, "kind": "regular", "bytes": 10, "time": 2.0}]}))
+    state, path = ck.load_latest(lambda msg: None)
+    assert path.name == "step_5.pt"
+    ck.save(_state(6), "regular", 6, 0)  # the resumed run goes on and checkpoints step 6
+    assert (d / "step_6.pt").exists()
+    state, path = ck.load_latest(lambda msg: None)
+    assert state["counters"]["step"] == 6
