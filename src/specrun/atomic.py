@@ -21,8 +21,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write beside the target, fsync, rename over it; a crash leaves the old file whole."""
+def write_text_atomic(path: str | os.PathLike, text: str, durable: bool = True) -> None:
+    """Write beside the target, fsync, rename over it; a crash leaves the old file whole.
+
+    ``durable=False`` skips the fsyncs: still all-or-nothing for readers, but a power
+    cut may lose the latest version (fine for a status file rewritten every few steps).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -31,13 +35,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         os.chmod(tmp, _mode_for(path))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def _mode_for(path: Path) -> int:
@@ -49,5 +55,5 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def write_json_atomic(path: str | os.PathLike, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1))
+def write_json_atomic(path: str | os.PathLike, data, durable: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1), durable)

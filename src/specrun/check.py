@@ -59,9 +59,14 @@ class Spec:
 
     @property
     def hash(self) -> str:
+        """The experiment's identity. `checkpoint.resume` is left out: where a run starts
+        from is not what it is, and continuing one must not count as changing it."""
         from specrun.fmt import canonical_json
 
-        return hashlib.sha256(canonical_json(self.data).encode()).hexdigest()[:16]
+        data = dict(self.data)
+        if isinstance(data.get("checkpoint"), dict):
+            data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k != "resume"}
+        return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
 
 
 # ---- schema machinery -------------------------------------------------------------

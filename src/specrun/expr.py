@@ -123,8 +123,20 @@ def plateau_key(node: s.Call) -> tuple:
 
 def _plateau(ctx: Context, node: s.Call, patience: int) -> bool:
     """True once `patience` values in a row failed to beat the best so far by min_delta."""
-    tracker = ctx.plateaus.get(plateau_key(node))
-    return tracker is not None and tracker[0] is not None and tracker[1] >= patience
+    key = plateau_key(node)
+    tracker = ctx.plateaus.get(key)
+    if tracker is None:  # no running tracker (a context built by hand): replay the series
+        tracker = [None, 0]
+        for value in ctx.series.get(key[0]) or ():
+            update_plateau(tracker, value, key[1], key[2])
+    return tracker[0] is not None and tracker[1] >= patience
+
+
+def update_plateau(tracker: list, value: float, min_delta: float, lower: bool) -> None:
+    """[best, values since the best]: early stopping's bookkeeping, one value at a time."""
+    best = tracker[0]
+    improved = best is None or (value < best - min_delta if lower else value > best + min_delta)
+    tracker[:] = [value, 0] if improved else [best, tracker[1] + 1]
 
 
 def _call(node: s.Call, ctx: Context):

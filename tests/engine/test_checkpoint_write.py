@@ -92,10 +92,6 @@ def test_enospc_inside_torch_save_is_a_checkpoint_error(tmp_path):
     assert _snapshot_dir(ck_dir) == before  # no .partial left behind, index unchanged
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a full disk during torch.save is reported with torch's "
-                                       "'[enforce fail at inline_container.cc:...] unexpected pos N vs M' "
-                                       "instead of the OSError (No space left on device) that torch keeps in "
-                                       "__context__ (specrun/engine/checkpoint.py _reason)")
 def test_enospc_inside_torch_save_names_the_cause(tmp_path):
     ck = _checkpointer(tmp_path / "ck", _full_disk_save)
     with pytest.raises(CheckpointError, match="No space left on device"):

@@ -127,10 +127,6 @@ def test_an_expectation_past_the_end_of_the_run_is_not_silently_dropped(tmp_path
         assert any("never checked" in e["message"] for e in events(run_dir, "warning"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `expect ... by 1 epoch` is left as a Qty by build_plan (epochs are "
-                                       "unknown until the task is built) and never resolved in setup: the loop's "
-                                       "`c.step < exp['by']` raises TypeError int < Qty, a traceback out of "
-                                       "execute() (specrun/engine/loop.py _gates, specrun/engine/setup.py)")
 def test_an_expectation_by_epochs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # epoch_size 128 / batch 8 = 16 micro-batches = 8 optimizer steps (accumulate 2)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from specrun.engine.loop import _micro_step, _optimizer_step
+from specrun.engine.loop import _clip, _micro_step, _optimizer_step
 
 from .conftest import csv_rows, make_run, params_copy, run_inproc, write_spec
 
@@ -34,7 +34,8 @@ def _one_step(tmp_path, clip):
     grads = {n: p.grad.detach().clone() for n, p in run.model.named_parameters()}
     before = params_copy(run.model)
     pre_clip = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
-    stepped, norm = _optimizer_step(run, run.plan.settings.get("clip_grad_norm"))
+    norm = _clip(run, run.plan.settings.get("clip_grad_norm"))
+    stepped = _optimizer_step(run, bool(torch.isfinite(norm)))
     after = params_copy(run.model)
     delta = {n: after[n] - before[n] for n in before}
     return stepped, float(norm), pre_clip, grads, delta

@@ -388,10 +388,6 @@ def test_plateau_needs_more_than_patience_values(tmp_path):
     assert _plateau_trace(tmp_path, [1.0, 1.0, 1.0]) == [False, False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: History keeps only patience+1 values for plateau(), so the "
-                                       "best so far falls out of the window and a loss that spiked and "
-                                       "is recovering (still worse than its best) never plateaus "
-                                       "(specrun/engine/history.py window_sizes)")
 def test_plateau_compares_against_the_best_so_far(tmp_path):
     # best 0.5 at the first validation; four evaluations since, none within 0.01 of it
     values = [0.5, 0.9, 0.8, 0.7, 0.6]

@@ -344,11 +344,6 @@ def test_resume_from_a_named_checkpoint_into_a_given_run_dir(tmp_path, monkeypat
     assert events(run_dir, "resume")[0]["step"] == 6
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a run started with `checkpoint.resume PATH` and interrupted cannot be "
-                                       "continued the way the refusal says: `--set checkpoint.resume=latest` changes "
-                                       "the spec hash, so it is refused again as a spec change "
-                                       "(specrun/engine/execute.py choose_run_dir; checkpoint.resume is part of "
-                                       "Spec.hash)")
 def test_a_run_started_from_a_named_checkpoint_can_be_continued(tmp_path, monkeypatch, signal_at):
     """Interrupted after starting from `resume PATH`: the way the refusal message gives must work."""
     monkeypatch.chdir(tmp_path)

@@ -146,8 +146,12 @@ class Checkpointer:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    """The OS's words for a failed write, also when torch wrapped them in its own error."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text
 

@@ -68,10 +68,7 @@ class History:
                 ctx.emas[key] = value if prev is None else key[1] * value + (1 - key[1]) * prev
         for key, tracker in ctx.plateaus.items():
             if key[0] == name:
-                _, min_delta, lower = key
-                best = tracker[0]
-                improved = best is None or (value < best - min_delta if lower else value > best + min_delta)
-                tracker[:] = [value, 0] if improved else [best, tracker[1] + 1]
+                ex.update_plateau(tracker, value, key[1], key[2])
 
     def record_all(self, prefix: str, values: dict[str, float]) -> None:
         for k, v in values.items():

@@ -62,6 +62,9 @@ def apply_phase_params(run: Run) -> None:
     opt = merged.get("optimizer") or {}
     if "lr" in opt:
         run.scheduler.base_lrs = [opt["lr"]] * len(run.optimizer.param_groups)
+        factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
+        for group in run.optimizer.param_groups:
+            group["lr"] = opt["lr"] * factor
     for group in run.optimizer.param_groups:
         for key, value in opt.items():
             if key != "lr":
@@ -79,19 +82,24 @@ def _to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
     if not values:
         return {}
     names = list(values)
+    scalars = [v if v.dtype == torch.float32 and v.dim() == 0 else v.detach().float().reshape(())
+               for v in values.values()]
     # One stack + tolist: a single device->host transfer instead of one sync per metric.
-    numbers = torch.stack([values[n].detach().float().reshape(()) for n in names]).tolist()
-    return dict(zip(names, numbers))
+    return dict(zip(names, torch.stack(scalars).tolist()))
 
 
-def _micro_step(run: Run, batch: dict, scale: float):
+def _micro_step(run: Run, batch: dict, scale: float, with_metrics: bool = True):
     """Forward and backward of one micro-batch. Returns (loss, metric tensors) without syncing."""
     with run.precision.autocast():
         outputs = run.train_model(batch)
         loss = run.loss_fn(outputs, batch)
         total = loss + outputs["aux_loss"] if "aux_loss" in outputs else loss
+    if scale != 1.0:
+        total = total * scale
     scaler = run.precision.scaler
-    (scaler.scale(total * scale) if scaler else total * scale).backward()
+    (scaler.scale(total) if scaler else total).backward()
+    if not with_metrics:
+        return loss.detach(), {}
     with torch.no_grad():
         metrics = dict(run.task.metrics(outputs, batch))
         metrics.update(outputs.get("metrics", {}))
@@ -100,14 +108,17 @@ def _micro_step(run: Run, batch: dict, scale: float):
     return loss.detach(), metrics
 
 
-def _optimizer_step(run: Run, clip: float | None) -> tuple[bool, torch.Tensor]:
-    """Unscale, clip, step. Returns (stepped, grad norm)."""
+def _clip(run: Run, clip: float | None) -> torch.Tensor:
+    """Unscale (fp16) and clip; the pre-clip norm, still on the device."""
     params = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if run.precision.scaler is not None:
+        run.precision.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+    return torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+
+
+def _optimizer_step(run: Run, finite: bool) -> bool:
+    """Step unless the gradients are non-finite. Returns whether the weights moved."""
     scaler = run.precision.scaler
-    if scaler is not None:
-        scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
-    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
-    finite = bool(torch.isfinite(norm))  # device sync: the skip decision needs the value
     if scaler is not None:
         before = scaler.get_scale()
         scaler.step(run.optimizer)  # skips by itself when the unscaled grads hold inf/nan
@@ -118,7 +129,7 @@ def _optimizer_step(run: Run, clip: float | None) -> tuple[bool, torch.Tensor]:
         if finite:
             run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return stepped, norm
+    return stepped
 
 
 def _save(run: Run, kind: str) -> None:
@@ -246,6 +257,7 @@ class Window:
 
     def __init__(self):
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # per metric: task metrics may be computed on log steps only
         self.count = 0
         self.tokens = 0  # input tokens (or samples) consumed: batch shapes, no device sync
         self.started = time.perf_counter()
@@ -254,11 +266,12 @@ class Window:
     def add(self, values: dict[str, float]) -> None:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
         self.steps += 1
 
     def take(self) -> tuple[dict[str, float], float, float]:
-        means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        means = {k: v / self.counts[k] for k, v in self.sums.items()}
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rates = (self.steps / elapsed, self.tokens / elapsed)
         self.__init__()
@@ -349,32 +362,39 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         if signum is not None:
             return _interrupted(run, signum)
 
-        # 1. forward/backward over the accumulated micro-batches
+        # 1. forward/backward over the accumulated micro-batches. Task metrics cost a few
+        # ops per micro-batch: computed every step only when a gate reads them, else on log steps.
+        with_metrics = run.metrics_every_step or (c.step + 1) % every.get("log", 1) == 0
         losses, metric_sums = [], {}
         for _ in range(run.plan.accumulate):
             batch = next(run.batches)
             c.micro += 1
             window.tokens += _batch_tokens(batch)
-            loss, metrics = _micro_step(run, batch, scale)
+            loss, metrics = _micro_step(run, batch, scale, with_metrics)
             losses.append(loss)
             for k, v in metrics.items():
-                metric_sums[k] = metric_sums.get(k, 0) + v
+                metric_sums[k] = metric_sums[k] + v if k in metric_sums else v
 
-        # 2-3. unscale, clip, skip non-finite, step
-        stepped, norm = _optimizer_step(run, clip)
-        run.scheduler.step()
+        # 2. unscale and clip; the step's numbers to the host (the one sync of a step)
+        norm = _clip(run, clip)
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        if len(losses) > 1:
+            metric_sums = {k: v / len(losses) for k, v in metric_sums.items()}
+        values = _to_host({"loss": loss, "grad_norm": norm, **metric_sums})
+        finite = math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])
+        if run.dist is not None:
+            finite = run.dist.all_agree(finite)  # a skip on one rank is a skip on all, or DDP hangs
+            values = run.dist.mean_floats(values)
+
+        # 3. optimizer and scheduler step (a non-finite step is skipped, not applied)
+        stepped = _optimizer_step(run, finite)
+        values["lr"] = run.optimizer.param_groups[0]["lr"]  # the LR this step used
+        if run.lr_changes:
+            run.scheduler.step()
         c.step += 1
         if run.profiler_step is not None:
             run.profiler_step()
-
-        # 4. the step's numbers to the host (one sync)
-        values = _to_host({"loss": torch.stack(losses).mean(), "grad_norm": norm,
-                           **{k: v / len(losses) for k, v in metric_sums.items()}})
-        values["lr"] = run.optimizer.param_groups[0]["lr"]
-        if run.dist is not None:
-            stepped = run.dist.all_agree(stepped)
-            values = run.dist.mean_floats(values)
-        if not stepped or not math.isfinite(values["loss"]):
+        if not stepped:
             c.skipped += 1
             c.consecutive_skips += 1
             run.dir.event("skip", c.step, loss=values["loss"], grad_norm=values["grad_norm"],

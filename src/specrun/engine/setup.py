@@ -71,6 +71,8 @@ class Run:
     dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
     csv: object = None  # rundir.CsvLog of metrics.csv
     batches: object = None  # the live training iterator
+    metrics_every_step: bool = True  # a gate reads a train.* series other than loss/grad_norm/lr
+    lr_changes: bool = True  # False for a constant schedule without warmup: no scheduler step needed
     profiler_step: object = None  # torch.profiler's step() while a trace is being recorded
 
     @property
@@ -157,9 +159,30 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
     except BaseException:
         task.close()
         raise
+    _resolve_expectations(plan, total, steps_per_epoch)
     return Run(plan, run_dir, console, ctx, task, model, train_model, loss_fn, optimizer, scheduler,
                precision, Curriculum(plan.axes), History(*needs), checkpointer, guard, total,
-               per_epoch, every, dist=dist)
+               per_epoch, every, dist=dist, lr_changes=sched["type"] != "constant" or warmup > 0,
+               metrics_every_step=_gates_read_train_metrics(plan))
+
+
+def _gates_read_train_metrics(plan: Plan) -> bool:
+    from specrun import expr as ex
+
+    engine_own = {"train.loss", "train.grad_norm", "train.lr"}
+    return any(ref.startswith("train.") and ref not in engine_own
+               for gate in _all_gates(plan) for ref in ex.series_refs(gate.expr))
+
+
+def _resolve_expectations(plan: Plan, total: int | None, steps_per_epoch: float | None) -> None:
+    """`expect ... by 2 epochs` becomes a step once the epoch length is known."""
+    for exp in plan.settings.get("expect", []):
+        if exp.get("by") is None:
+            continue
+        by = resolve_span(exp["by"], total, steps_per_epoch and max(1, round(steps_per_epoch)))
+        if not isinstance(by, int):
+            raise SetupError(f"expect ... by {exp['by']}: this task has no epochs to count")
+        exp["by"] = by
 
 
 def _total_steps(st: dict, steps_per_epoch: float | None) -> int | None:

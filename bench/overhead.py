@@ -1,0 +1,384 @@
+"""What does specrun cost per step over a plain hand-written PyTorch loop?
+
+The same model (the built-in MLP), the same data (the same pre-generated batches,
+served to both), the same optimizer (AdamW), the same clipping, in one process on
+this machine, interleaved (plain, specrun, plain, specrun, ...), so that whatever
+else the machine is doing lands on both. Small on purpose: at this size the
+fixed per-step costs of the engine (metrics to the host, gates, history, log
+checks) show, where on a real model they would disappear under the matmuls.
+
+The plain loop does the work any careful loop does: forward, loss, backward,
+clip_grad_norm_, step, zero_grad(set_to_none=True) and one ``.item()`` of the
+loss per step (specrun syncs once per step too, to log and to gate).
+
+Time per step: both loops record a time stamp at the end of every step (specrun's
+through the Console.progress call its loop makes once per step); the figure is the
+mean over steps [warmup, steps) of a repeat, and the median of that over repeats.
+Start-up (building the model, the run directory) and the end (specrun writes
+final.pt) are reported apart: they are paid once per run, not per step.
+
+    OMP_NUM_THREADS=1 python bench/overhead.py [--repeats 7] [--steps 300] [--profile]
+
+Prints the medians, the ratio specrun/plain, and checks that both loops ended with
+the same weights (they do the same arithmetic on the same data from the same seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from specrun.check import check  # noqa: E402
+from specrun.components.api import Context  # noqa: E402
+from specrun.components.builtin import RuleClassification, build_mlp  # noqa: E402
+from specrun.engine.console import Console  # noqa: E402
+from specrun.engine.execute import Options, execute  # noqa: E402
+from specrun.parse import parse  # noqa: E402
+from specrun.plan import build_plan  # noqa: E402
+
+SPEC = """
+spec overhead
+seed 0
+task rule_classification {{
+  features {features}
+  classes {classes}
+}}
+model mlp {{
+  width {width}
+  depth {depth}
+  dropout 0.0
+}}
+loss cross_entropy
+optimizer adamw {{
+  lr 1e-3
+  weight_decay 0.0
+}}
+batch {batch}
+accumulate 1
+max_steps {steps}
+clip_grad_norm 1.0
+log {{ every 50 steps }}
+"""
+
+
+def make_batches(params: dict, n: int) -> list[dict]:
+    """The task's own batches 0..n-1, generated once, before any timing."""
+    task = RuleClassification({"features": params["features"], "classes": params["classes"], "noise": 0.0,
+                               "epoch_size": 4096, "val_seed_offset": 1000003},
+                              Context(seed=0, device=torch.device("cpu"), batch_size=params["batch"]))
+    return [task._batch(0, i) for i in range(n)]
+
+
+def serve_from(batches: list[dict]) -> None:
+    """The specrun run's task serves the same pre-generated batches (no data generation timed)."""
+
+    def train_batches(self, start):
+        i = start
+        while True:
+            yield batches[i]
+            i += 1
+
+    RuleClassification.train_batches = train_batches
+
+
+# ---- the plain loop ----------------------------------------------------------------------------
+
+# The tensor work specrun's step does beyond the plain loop's, one switch each (see --ablate):
+EXTRAS = {
+    "loss_wrapper": "the loss component: reshape(-1, C), .float(), reshape(-1) around F.cross_entropy",
+    "scale": "(loss * (1 / accumulate)).backward(): a mul and its backward node, also at accumulate 1",
+    "metrics": "task.metrics under no_grad (argmax, eq, float, mean) and the `0 + v` accumulation",
+    "isfinite": "bool(torch.isfinite(norm)): the skip decision (a second host sync per step on a GPU)",
+    "scheduler": "LambdaLR.step() for a constant schedule",
+    "to_host": "_to_host: stack(losses).mean(), v / 1, per value detach().float().reshape(()), stack, tolist",
+}
+
+
+def plain_run(params: dict, batches: list[dict], steps: int, extras=frozenset()) -> tuple[list, float, dict]:
+    """The plain loop; ``extras`` adds pieces of specrun's per-step work to it (for --ablate)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(0)  # what specrun's seed_everything(0) does before building the model
+    model = build_mlp({"width": params["width"], "depth": params["depth"], "dropout": 0.0},
+                      {"in_features": params["features"], "classes": params["classes"]}, None)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0) if "scheduler" in extras else None
+    model.train()
+    stamps = [(time.perf_counter(), time.thread_time())]
+    for i in range(steps):
+        batch = batches[i]
+        logits = model(batch)["logits"]
+        if "loss_wrapper" in extras:
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                     batch["targets"].reshape(-1))
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, batch["targets"])
+        (loss * 1.0 if "scale" in extras else loss).backward()
+        if "metrics" in extras:
+            with torch.no_grad():
+                accuracy = 0 + (logits.argmax(-1) == batch["targets"]).float().mean()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if "isfinite" in extras:
+            bool(torch.isfinite(norm))
+        opt.step()
+        if sched is not None:
+            sched.step()
+        opt.zero_grad(set_to_none=True)
+        if "to_host" in extras:
+            values = {"loss": torch.stack([loss.detach()]).mean(), "grad_norm": norm}
+            if "metrics" in extras:
+                values["accuracy"] = accuracy / 1
+            torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()
+        else:
+            loss.item()
+        stamps.append((time.perf_counter(), time.thread_time()))
+    return stamps, stamps[0][0] - t0, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def ablate(params, plan, data, batches, stamps, repeats, warmup) -> None:
+    """In the loop, not in isolation: plain, plain + each extra, plain + all, specrun; CPU time per step."""
+    variants = {"plain": frozenset()}
+    variants.update({f"+ {x}": frozenset({x}) for x in EXTRAS})
+    variants["+ all of the above"] = frozenset(EXTRAS)
+    times = {v: [] for v in list(variants) + ["specrun"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        plain_run(params, batches, params["steps"])
+        specrun_run(plan, data, stamps, base, -1)
+        for r in range(repeats):
+            for name, extras in variants.items():
+                times[name].append(per_step(plain_run(params, batches, params["steps"], extras)[0], warmup, 1))
+            times["specrun"].append(per_step(specrun_run(plan, data, stamps, base, r)[0], warmup, 1))
+            print(f"round {r + 1}/{repeats}", flush=True)
+    plain = times["plain"]
+    print(f"CPU time per step, median of {repeats} interleaved rounds; delta: median of paired differences "
+          f"with the plain loop of the same round")
+    for name, t in times.items():
+        delta = statistics.median(b - a for a, b in zip(plain, t))
+        what = EXTRAS.get(name[2:], "")
+        print(f"  {name:22s} {statistics.median(t) * 1e3:7.3f} ms  {delta * 1e6:+7.0f} us  {what}")
+
+
+# ---- the specrun run --------------------------------------------------------------------------------
+
+class Stamps:
+    """Console.progress is called once at the end of every step of specrun's loop."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._progress = Console.progress
+
+    def install(self):
+        stamps = self
+
+        def progress(console, *args, **kwargs):
+            stamps.times.append((time.perf_counter(), time.thread_time()))
+            return stamps._progress(console, *args, **kwargs)
+
+        Console.progress = progress
+
+    def reset(self):
+        self.times = []
+
+
+def specrun_run(plan, data: dict, stamps: Stamps, base: Path, n: int) -> tuple[list[float], float, float, dict]:
+    stamps.reset()
+    run_dir = base / f"run{n}"
+    t0 = time.perf_counter()
+    out = execute(plan, data, Options(run_dir=str(run_dir), quiet=True))
+    t1 = time.perf_counter()
+    assert out.code == 0, out.message
+    final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)["model"]
+    times = stamps.times
+    return times, times[0][0] - t0, t1 - times[-1][0], final
+
+
+def per_step(stamps: list[tuple[float, float]], warmup: int, clock: int = 0) -> float:
+    """Mean seconds per step over steps [warmup, end): clock 0 wall time, 1 this thread's CPU time."""
+    return (stamps[-1][clock] - stamps[warmup][clock]) / (len(stamps) - 1 - warmup)
+
+
+def median_step(stamps: list[tuple[float, float]], warmup: int, clock: int = 0) -> float:
+    """The median single step: the steady state, without the periodic (log row) steps."""
+    return statistics.median(b[clock] - a[clock] for a, b in zip(stamps[warmup:], stamps[warmup + 1:]))
+
+
+def _cost(fn, number=2000, repeat=7) -> float:
+    """Seconds per call of ``fn`` (the best of ``repeat`` rounds of ``number`` calls, CPU time)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.thread_time()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.thread_time() - t0) / number)
+    return best
+
+
+def attribute(plan, batches) -> None:
+    """The per-step work specrun does that the plain loop does not, piece by piece (CPU time per call)."""
+    import torch.nn.functional as F
+
+    from specrun.engine import loop
+    from specrun.engine.rundir import RunDir
+    from specrun.engine.setup import setup
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = RunDir(Path(tmp) / "run")
+        run_dir.create("spec x\n", plan.to_json())
+        run = setup(plan, run_dir, Console(quiet=True))
+        from specrun.engine.execute import metric_columns
+        from specrun.engine.rundir import CsvLog
+
+        run.csv = CsvLog(run_dir.path / "metrics.csv", metric_columns(run))
+        batch = batches[0]
+        outputs = run.train_model(batch)
+        loss = run.loss_fn(outputs, batch)
+        metrics = run.task.metrics(outputs, batch)
+        norm = torch.tensor(0.5)
+        window = loop.Window()
+        values = {"loss": 1.0, "grad_norm": 0.5, "accuracy": 0.25, "lr": 1e-3}
+        status_every = plan.settings["log"]["every"]
+        pieces = [
+            ("task.metrics (accuracy: argmax, eq, float, mean)", lambda: run.task.metrics(outputs, batch)),
+            ("loss_fn wrapper (reshape, .float()) beyond F.cross_entropy",
+             lambda: run.loss_fn(outputs, batch), lambda: F.cross_entropy(outputs["logits"], batch["targets"])),
+            ("_to_host (stack of loss, grad_norm, accuracy; tolist) beyond loss.item()",
+             lambda: loop._to_host({"loss": torch.stack([loss]).mean(), "grad_norm": norm,
+                                    **{k: v / 1 for k, v in metrics.items()}}), lambda: loss.item()),
+            ("torch.isfinite(norm) + bool (the skip decision)", lambda: bool(torch.isfinite(norm))),
+            ("scheduler.step() (LambdaLR, constant)", lambda: run.scheduler.step()),
+            ("precision.autocast() (nullcontext) enter/exit", lambda: run.precision.autocast().__enter__()),
+            ("history.record_all + window.add", lambda: (run.history.record_all("train", values), window.add(values))),
+            ("_gates (no curriculum, no switches, no expect)", lambda: loop._gates(run)),
+            ("console.progress + phase name join (not a tty)",
+             lambda: run.console.progress("/".join(run.curriculum.phase_names().values()) or "train", 1, 300,
+                                          1.0, 1.0, ("train.accuracy", 0.5))),
+            ("_batch_tokens", lambda: loop._batch_tokens(batch)),
+        ]
+        total = 0.0
+        print(f"per-step costs beyond the plain loop (CPU time per call, best of 7 x 2000; "
+              f"{torch.get_num_threads()} thread(s)):")
+        for name, fn, *base in pieces:
+            cost = _cost(fn) - (_cost(base[0]) if base else 0.0)
+            total += cost
+            print(f"  {cost * 1e6:8.1f} us  {name}")
+        row = _cost(lambda: loop._log_row(run, window, None, None), number=20, repeat=3)
+        wall0 = time.perf_counter()
+        for _ in range(20):
+            run.dir.set_status(step=1)
+        status_wall = (time.perf_counter() - wall0) / 20
+        print(f"  {row / status_every * 1e6:8.1f} us  _log_row every {status_every} steps: "
+              f"{row * 1e3:.2f} ms CPU per row (run.json is rewritten and fsynced each row: "
+              f"{status_wall * 1e3:.2f} ms wall per set_status)")
+        total += row / status_every
+        print(f"  {total * 1e6:8.1f} us  in all, per step")
+        run.task.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20, help="steps left out of the per-step figure")
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--features", type=int, default=64)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--profile", action="store_true", help="cProfile one more specrun run and print where it goes")
+    ap.add_argument("--ablate", action="store_true",
+                    help="add specrun's extra per-step work to the plain loop piece by piece, in the loop")
+    ap.add_argument("--attribute", action="store_true",
+                    help="time, one by one, the pieces of work specrun's step does beyond the plain loop's")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    params = vars(args)
+    text = SPEC.format(**params)
+    spec = check(parse(text, "overhead.train"))
+    plan = build_plan(spec)
+    batches = make_batches(params, args.steps)
+    if args.attribute:
+        attribute(plan, batches)
+        return 0
+    serve_from(batches)
+    stamps = Stamps()
+    stamps.install()
+    if args.ablate:
+        ablate(params, plan, spec.data, batches, stamps, args.repeats, args.warmup)
+        return 0
+
+    measures = {  # name -> (function of stamps, description)
+        "wall": (lambda st: per_step(st, args.warmup, 0), "wall time, mean over the steps"),
+        "cpu": (lambda st: per_step(st, args.warmup, 1), "this thread's CPU time, mean over the steps"),
+        "wall-median-step": (lambda st: median_step(st, args.warmup, 0), "wall time of the median single step"),
+    }
+    plain = {m: [] for m in measures}
+    spec_ = {m: [] for m in measures}
+    spec_start, spec_end, plain_start = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        # one untimed round of each: imports, allocator, lazy initialisations
+        plain_run(params, batches, args.steps)
+        specrun_run(plan, spec.data, stamps, base, -1)
+        for r in range(args.repeats):
+            p_stamps, p_start, p_weights = plain_run(params, batches, args.steps)
+            s_stamps, s_start, s_end, s_weights = specrun_run(plan, spec.data, stamps, base, r)
+            for m, (fn, _) in measures.items():
+                plain[m].append(fn(p_stamps))
+                spec_[m].append(fn(s_stamps))
+            plain_start.append(p_start)
+            spec_start.append(s_start)
+            spec_end.append(s_end)
+            print(f"repeat {r}: " + "   ".join(
+                f"{m} plain {plain[m][-1] * 1e3:.3f} / specrun {spec_[m][-1] * 1e3:.3f} ms "
+                f"({spec_[m][-1] / plain[m][-1]:.3f})" for m in measures), flush=True)
+        same = all(torch.equal(p_weights[k], s_weights[k]) for k in p_weights)
+        close = all(torch.allclose(p_weights[k], s_weights[k], rtol=1e-5, atol=1e-7) for k in p_weights)
+
+        print()
+        print(f"model mlp width {args.width} depth {args.depth}, batch {args.batch}, AdamW, clip 1.0, "
+              f"{args.steps} steps (first {args.warmup} left out), {args.repeats} interleaved repeats, "
+              f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
+        for m, (_, what) in measures.items():
+            p, s = statistics.median(plain[m]), statistics.median(spec_[m])
+            ratios = [b / a for a, b in zip(plain[m], spec_[m])]
+            print(f"{m:17s} plain {p * 1e3:7.3f} ms/step  specrun {s * 1e3:7.3f} ms/step  "
+                  f"ratio {s / p:.3f}  (median of per-repeat ratios {statistics.median(ratios):.3f}; "
+                  f"min/min {min(spec_[m]) / min(plain[m]):.3f})   [{what}]")
+        print(f"once per run: specrun start-up {statistics.median(spec_start) * 1e3:.0f} ms "
+              f"(plain {statistics.median(plain_start) * 1e3:.0f} ms), end incl. final.pt "
+              f"{statistics.median(spec_end) * 1e3:.0f} ms")
+        print(f"same final weights: {'bitwise' if same else ('within 1e-5' if close else 'NO')}")
+
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            specrun_run(plan, spec.data, stamps, base, 999)
+            prof.disable()
+            out = io.StringIO()
+            st = pstats.Stats(prof, stream=out).sort_stats("tottime")
+            st.print_stats(30)
+            print(out.getvalue())
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats("specrun", 40)
+            print(out.getvalue())
+    return 0 if close else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
