@@ -213,6 +213,14 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     except KeyboardInterrupt:
         outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",
                           run.counters.step if run else 0)
+    except Exception as exc:  # a component's or our own bug: one line for the user, the trace on disk
+        import traceback
+
+        step = run.counters.step if run else 0
+        where = run_dir.path / "error.txt"
+        if main and run_dir.path.exists():
+            where.write_text(traceback.format_exc(), encoding="utf-8")
+        outcome = Outcome("failed", 1, f"{type(exc).__name__}: {exc} (traceback in {where})", step)
     finally:
         if run is not None:
             run.task.close()

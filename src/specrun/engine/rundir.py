@@ -108,7 +108,7 @@ class RunDir:
         if not self.main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.mkdir(exist_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
         (self.path / "spec.train").write_text(spec_text, encoding="utf-8")
         write_json_atomic(self.path / "plan.json", {**plan_json, "versions": versions()})
 
@@ -120,7 +120,7 @@ class RunDir:
         # Rewritten every log row: atomic, but not fsynced (an fsync costs ~10 ms a row).
         write_json_atomic(self.path / STATUS, self.status, durable="status" in fields)
 
-    def event(self, name: str, step: int, **fields) -> None:
+    def event(self, name: str, step: int, /, **fields) -> None:
         if not self.main:
             return
         record = {"time": round(time.time(), 3), "step": step, "event": name, **fields}
