@@ -61,7 +61,10 @@ class Dist:
             return FSDP(model, device_id=self.device if self.device.type == "cuda" else None,
                         use_orig_params=True)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # A model with switched or staged modules declares what DDP must know (unused
+        # parameters, per-rank buffers such as a replay memory) in `ddp_options`.
+        options = getattr(model, "ddp_options", {})
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **options)
 
     def all_agree(self, flag: bool) -> bool:
         """True only if every rank says True (a skip on one rank is a skip on all)."""

@@ -61,10 +61,13 @@ def apply_phase_params(run: Run) -> None:
         run.model.set_params(merged["model"])
     opt = merged.get("optimizer") or {}
     if "lr" in opt:
-        run.scheduler.base_lrs = [opt["lr"]] * len(run.optimizer.param_groups)
+        # Scale every group by the same ratio: optimizers with per-group rates (mugrokfast's
+        # lr and muon_lr) keep their proportions.
+        ratio = opt["lr"] / run.base_lr
+        run.scheduler.base_lrs = [lr * ratio for lr in run.initial_lrs]
         factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
-        for group in run.optimizer.param_groups:
-            group["lr"] = opt["lr"] * factor
+        for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
+            group["lr"] = base * factor
     for group in run.optimizer.param_groups:
         for key, value in opt.items():
             if key != "lr":

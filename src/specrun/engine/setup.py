@@ -71,9 +71,14 @@ class Run:
     dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
     csv: object = None  # rundir.CsvLog of metrics.csv
     batches: object = None  # the live training iterator
+    initial_lrs: list = field(default_factory=list)  # each group's lr as built (curriculum scales them)
     metrics_every_step: bool = True  # a gate reads a train.* series other than loss/grad_norm/lr
     lr_changes: bool = True  # False for a constant schedule without warmup: no scheduler step needed
     profiler_step: object = None  # torch.profiler's step() while a trace is being recorded
+
+    @property
+    def base_lr(self) -> float:
+        return self.initial_lrs[0]
 
     @property
     def main(self) -> bool:
@@ -163,7 +168,8 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
     return Run(plan, run_dir, console, ctx, task, model, train_model, loss_fn, optimizer, scheduler,
                precision, Curriculum(plan.axes), History(*needs), checkpointer, guard, total,
                per_epoch, every, dist=dist, lr_changes=sched["type"] != "constant" or warmup > 0,
-               metrics_every_step=_gates_read_train_metrics(plan))
+               metrics_every_step=_gates_read_train_metrics(plan),
+               initial_lrs=list(scheduler.base_lrs))
 
 
 def _gates_read_train_metrics(plan: Plan) -> bool:

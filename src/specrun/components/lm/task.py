@@ -5,7 +5,7 @@ targets that do not count. See ``corpus.py`` (reading, caching) and ``data.py``
 (packing, the deterministic batch map).
 
 No DataLoader: cutting a micro-batch from the memory-mapped token array is a
-few dozen numpy slices (tens of microseconds for 32 x 512 tokens, measured in
+few dozen numpy slices (about 0.5 ms for 32 x 512 tokens, see
 ``tests/components/test_lm_data.py``), far below a GPU step, so worker
 processes would only add start-up time and shared-memory traffic. On CUDA the
 host tensors are pinned and copied with ``non_blocking=True``.
