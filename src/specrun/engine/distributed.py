@@ -51,6 +51,7 @@ class Dist:
     local_rank: int
     device: object
     strategy: str
+    note: str | None = None  # what was degraded, said once by the engine
 
     def wrap(self, model):
         import torch
@@ -138,4 +139,12 @@ def from_environment(plan: Plan) -> Dist | None:
 
         # A dead peer must end the run, not park the others in a collective for the default 30 minutes.
         td.init_process_group(backend=backend, timeout=timedelta(minutes=5))
-    return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"))
+    strategy, note = settings.get("strategy", "ddp"), None
+    if strategy == "fsdp" and device.type != "cuda":
+        # torch's FSDP needs an accelerator; DDP gives the same result (unsharded) on CPU.
+        policy = plan.settings["precision"].get("on_unsupported", "fallback")
+        note = "distributed.strategy fsdp needs a CUDA device; this CPU run uses ddp"
+        if policy == "error":
+            raise RuntimeError(note + " (precision.on_unsupported is error)")
+        strategy = "ddp"
+    return Dist(td.get_rank(), td.get_world_size(), local, device, strategy, note)

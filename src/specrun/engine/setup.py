@@ -132,6 +132,8 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
     seed_everything(plan.seed)  # the same on every rank: DDP needs identical initial weights
     device = dist.device if dist else dev.pick_device(st.get("device", "auto"))
     precision = dev.setup_precision(st, device)
+    if dist is not None and dist.note:
+        precision.notes.append(dist.note)
     ctx = Context(
         seed=plan.seed, device=device, batch_size=plan.batch,
         rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
