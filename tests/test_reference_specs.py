@@ -12,13 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _smoke(spec: str, run_dir: Path) -> subprocess.CompletedProcess:
+def _smoke(spec: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    sets = [arg for o in overrides for arg in ("--set", o)]
     return subprocess.run([sys.executable, "-m", "specrun.cli", "run", str(ROOT / "specs" / f"{spec}.train"),
-                           "--profile", "smoke", "--run-dir", str(run_dir), "--quiet"],
+                           "--profile", "smoke", "--run-dir", str(run_dir), "--quiet", *sets],
                           capture_output=True, text=True, timeout=900, cwd=run_dir.parent)
 
 
@@ -61,3 +63,30 @@ def test_sha256_smoke_beats_the_copy_baseline(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     acc = _column(run_dir, "train.bit_accuracy")
     assert max(acc[-5:]) > 0.875, acc  # copying the 192 shifted bits and guessing the rest gives 0.875
+
+
+def _last_validation(run_dir: Path) -> dict:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("val.cell_accuracy")][-1]
+
+
+@pytest.mark.slow
+def test_keenkenning_bf16_reaches_the_fp32_accuracy(tmp_path):
+    """The document's "BF16 training matches" criterion, on the smoke profile (CPU autocast).
+
+    Tolerance: bf16's last validation cell accuracy is at most 0.03 below fp32's (its
+    measured gap is +0.01: 0.447 against 0.437), in the same curriculum stages, and the
+    checkpoint records the precision the run used.
+    """
+    last = {}
+    for precision in ("fp32", "bf16"):
+        run_dir = tmp_path / precision
+        done = _smoke("keenkenning", run_dir, f"precision.type={precision}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        last[precision] = _last_validation(run_dir)
+        state = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True, map_location="cpu")
+        assert state["precision"] == precision
+    stages = ("phase.size", "phase.mode", "phase.fill")
+    assert [last["bf16"][k] for k in stages] == [last["fp32"][k] for k in stages]
+    fp32, bf16 = (float(last[p]["val.cell_accuracy"]) for p in ("fp32", "bf16"))
+    assert bf16 >= fp32 - 0.03, (bf16, fp32)

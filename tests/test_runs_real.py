@@ -40,9 +40,10 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_table_of_a_real_run(smoke_run):
     (run,) = list_runs("builtin_rule", smoke_run.parent.parent)
-    assert run.status == "finished" and run.step == 60
+    assert run.status == "finished" and run.step == 100  # the smoke profile's max_steps
     assert run.phases == {"curriculum": "main"}
-    assert run.best.metric == "val.accuracy" and 0 < run.best.value <= 1 and run.best.step == 50
+    # validation every 50 steps: the best is one of the two validations
+    assert run.best.metric == "val.accuracy" and 0 < run.best.value <= 1 and run.best.step in (50, 100)
     assert run.duration_s > 0 and run.profile == "smoke"
 
 

@@ -98,6 +98,18 @@ class Context:
     emas: dict[tuple, float] = field(default_factory=dict)  # (series, alpha) -> running ema
     plateaus: dict[tuple, list] = field(default_factory=dict)  # plateau_key -> [best, values since]
     phase_reached: Callable[[str], bool] | None = None
+    # While a promote gate is read: each series' count when its phase began. The latest
+    # value and mean/min/max windows then see only what was measured in this phase, so a
+    # gate never passes on the previous phase's (easier) evidence.
+    since: dict[str, int] | None = None
+
+
+def _fresh(ctx: Context, name: str) -> int:
+    """How many of a series' retained values the gate may read."""
+    values = ctx.series.get(name) or ()
+    if ctx.since is None:
+        return len(values)
+    return max(0, min(len(values), ctx.counts.get(name, 0) - ctx.since.get(name, 0)))
 
 
 def _num(x):
@@ -105,10 +117,11 @@ def _num(x):
 
 
 def _window(ctx: Context, name: str, n: int | None):
-    values = ctx.series.get(name) or ()
+    fresh = _fresh(ctx, name)
+    values = list(ctx.series.get(name) or ())[len(ctx.series.get(name) or ()) - fresh:]
     if n is None:
-        return list(values)
-    return list(values)[-int(n):] if len(values) >= int(n) else None
+        return values
+    return values[-int(n):] if fresh >= int(n) else None
 
 
 def plateau_key(node: s.Call) -> tuple:
@@ -156,7 +169,7 @@ def _call(node: s.Call, ctx: Context):
     if name == "first":
         return ctx.firsts.get(series)
     if name == "last":
-        return values[-1] if values else None
+        return values[-1] if _fresh(ctx, series) else None
     if name == "best":
         return ctx.bests.get(series)
     if name == "ema":
@@ -212,7 +225,7 @@ def _value(node, ctx: Context):
         if name in ctx.scalars:
             return _num(ctx.scalars[name])
         values = ctx.series.get(name)
-        return values[-1] if values else None
+        return values[-1] if _fresh(ctx, name) else None
     if isinstance(node, s.Call):
         return _call(node, ctx)
     if isinstance(node, s.Not):

@@ -183,13 +183,70 @@ curriculum {
     d.val(accuracy=0.75, loss=1.0)
     d.train(loss=1.0, accuracy=1.0)
     assert promotion_steps(d) == [6]
-    d.train(loss=1.0)
-    assert promotion_steps(d) == [6]  # one val.loss is not a mean over 2
     d.val(loss=1.0)
     d.train(loss=1.0)
-    # b -> c at step 8; c reads ema(val.loss) too, which now exists: c -> d on the next step
+    assert promotion_steps(d) == [6]  # one val.loss in phase b is not a mean over 2
+    d.val(loss=1.0)
     d.train(loss=1.0)
-    assert promotion_steps(d) == [6, 8, 9]
+    assert promotion_steps(d) == [6, 8]
+    d.train(loss=1.0)
+    assert promotion_steps(d) == [6, 8]  # c began at step 8: no val.loss measured in c yet
+    d.val(loss=1.0)
+    d.train(loss=1.0)
+    assert promotion_steps(d) == [6, 8, 10]
+
+
+# ---- a gate reads its own phase's evidence --------------------------------------------------------
+
+PHASED = """
+curriculum {
+  phase easy { promote when mean(train.accuracy, 3) >= 0.8 }
+  phase medium { promote when mean(train.accuracy, 3) >= 0.8 and val.accuracy >= 0.8 }
+  phase hard {}
+}
+"""
+
+
+def test_a_new_phase_does_not_pass_on_the_last_phases_values(tmp_path):
+    d = Driver(tmp_path, PHASED)
+    d.val(accuracy=0.9)  # measured in phase easy
+    for _ in range(3):
+        d.train(accuracy=0.9)
+    assert d.log == [(3, "curriculum", "easy", "medium")]
+    d.train(accuracy=0.9)
+    d.train(accuracy=0.9)
+    assert d.phases() == {"curriculum": "medium"}  # two values of medium; the window needs three
+    d.train(accuracy=0.9)
+    assert d.phases() == {"curriculum": "medium"}  # the window is full, but val is from easy
+    d.val(accuracy=0.85)
+    d.train(accuracy=0.9)
+    assert d.log[-1] == (7, "curriculum", "medium", "hard")
+
+
+def test_phase_evidence_survives_a_checkpoint(tmp_path):
+    d = Driver(tmp_path, PHASED)
+    d.val(accuracy=0.9)
+    for _ in range(6):
+        d.train(accuracy=0.9)
+    resumed = d.fresh()
+    resumed.step, resumed.micro = d.step, d.micro
+    resumed.history.load_state_dict(d.history.state_dict())
+    resumed.curriculum.load_state_dict(d.curriculum.state_dict())
+    for driver in (d, resumed):  # the step-0 validation still does not count after the resume
+        driver.train(accuracy=0.9)
+        assert driver.phases() == {"curriculum": "medium"}
+        driver.val(accuracy=0.85)
+        driver.train(accuracy=0.9)
+        assert driver.phases() == {"curriculum": "hard"}
+
+
+def test_stop_gates_read_the_whole_run(tmp_path):
+    d = Driver(tmp_path, PHASED + "stop when val.accuracy >= 0.8\n")
+    d.val(accuracy=0.9)
+    for _ in range(6):
+        d.train(accuracy=0.9)
+    assert d.phases() == {"curriculum": "medium"}  # the phase gate waits for a val of its own
+    assert ex.evaluate(d.gate("stop").expr, d.ctx) is True  # early stopping does not
 
 
 def test_expressions_on_missing_data_evaluate_false(tmp_path):

@@ -4,11 +4,17 @@ The task (and model, optimizer) see the merged ``set`` parameters of every
 axis's current phase; later axes win on a clash, in the order the spec lists
 them. Promotion is checked after every optimizer step, one phase at a time,
 so a gate that already holds in the next phase promotes on the next step.
+
+A gate reads only the evidence of its own phase: the latest value of a metric and
+the ``mean/min/max(x, n)`` windows count what was recorded since the phase began
+(``first``, ``best``, ``ema`` and ``plateau`` span the run). Without that, a phase
+entered at step 151 would pass ``val.valid_grid_rate >= 0.8`` on the step-144
+validation of the easier phase before it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from specrun import expr as ex
 from specrun.plan import Axis
@@ -19,6 +25,7 @@ class AxisState:
     index: int = 0
     start_step: int = 0
     start_micro: int = 0  # micro-batch index when the phase began (phase.epochs)
+    since: dict = field(default_factory=dict)  # each series' count when the phase began
 
 
 @dataclass
@@ -80,22 +87,29 @@ class Curriculum:
             if phase.promote is None or self.states[i].index + 1 >= len(axis.phases):
                 continue
             self.gate_context(ctx, i, step, micro, per_epoch)
-            if ex.evaluate(phase.promote.expr, ctx):
-                values = ex.explain(phase.promote.expr, ctx)
-                self.states[i] = AxisState(self.states[i].index + 1, step, micro)
+            ctx.since = self.states[i].since
+            try:
+                passed = ex.evaluate(phase.promote.expr, ctx)
+                values = ex.explain(phase.promote.expr, ctx) if passed else {}
+            finally:
+                ctx.since = None  # stop and expect gates read the whole run
+            if passed:
+                self.states[i] = AxisState(self.states[i].index + 1, step, micro, dict(ctx.counts))
                 moved.append(Promotion(axis.name, phase.name, self.phase(i).name, values))
         return moved
 
-    def restart(self, step: int, micro: int) -> None:
+    def restart(self, step: int, micro: int, counts: dict[str, int]) -> None:
         """Back to each axis's first phase (the sha256 document's start_round rule)."""
-        self.states = [AxisState(0, step, micro) for _ in self.axes]
+        self.states = [AxisState(0, step, micro, dict(counts)) for _ in self.axes]
 
     def state_dict(self) -> dict:
-        return {"axes": [[a.name, s.index, s.start_step, s.start_micro] for a, s in zip(self.axes, self.states)]}
+        return {"axes": [[a.name, s.index, s.start_step, s.start_micro, s.since]
+                         for a, s in zip(self.axes, self.states)]}
 
     def load_state_dict(self, state: dict) -> None:
-        by_name = {name: (idx, start, micro) for name, idx, start, micro in state["axes"]}
+        by_name = {row[0]: row[1:] for row in state["axes"]}
         for i, axis in enumerate(self.axes):
             if axis.name in by_name:
-                idx, start, micro = by_name[axis.name]
-                self.states[i] = AxisState(min(idx, len(axis.phases) - 1), start, micro)
+                idx, start, micro, *since = by_name[axis.name]  # older checkpoints lack `since`
+                self.states[i] = AxisState(min(idx, len(axis.phases) - 1), start, micro,
+                                           dict(since[0]) if since else {})

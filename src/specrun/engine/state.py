@@ -151,7 +151,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn) -> None:
     run.best_value = state.get("best_value")
     run.expectations_checked = set(state.get("expectations_checked", []))
     if resume_phase == "start":
-        run.curriculum.restart(run.counters.step, run.counters.micro)
+        run.curriculum.restart(run.counters.step, run.counters.micro, run.history.context.counts)
     else:
         run.curriculum.load_state_dict(state["curriculum"])
     if "task" in state and hasattr(run.task, "load_state_dict"):
