@@ -71,8 +71,11 @@ class History:
                 ex.update_plateau(tracker, value, key[1], key[2])
 
     def record_all(self, prefix: str, values: dict[str, float]) -> None:
+        """Record the series something reads (a gate, the best checkpoint); the CSV has the rest."""
         for k, v in values.items():
-            self.record(f"{prefix}.{k}", v)
+            name = f"{prefix}.{k}"
+            if name in self.sizes:
+                self.record(name, v)
 
     def latest(self, name: str):
         values = self.context.series.get(name)

@@ -24,6 +24,7 @@ from pathlib import Path
 from specrun.atomic import write_json_atomic
 
 STATUS = "run.json"
+STATUS_EVERY_S = 1.0  # how often progress (step, phases) reaches run.json
 
 
 def new_run_id() -> str:
@@ -98,6 +99,7 @@ class RunDir:
         self.main = main_process  # only rank 0 writes
         self.checkpoint_dir = checkpoint_dir  # the spec's checkpoint.dir, relative to the run
         self.status: dict = {}
+        self.host = socket.gethostname()
         self.tensorboard = None  # a TensorBoardLog when log.tensorboard is on (main process only)
 
     @property
@@ -116,8 +118,11 @@ class RunDir:
         if not self.main:
             return
         self.status.update(fields)
-        self.status.update(pid=os.getpid(), host=socket.gethostname(), updated=time.time())
-        # Rewritten every log row: atomic, but not fsynced (an fsync costs ~10 ms a row).
+        now = time.time()
+        if "status" not in fields and now - self.status.get("updated", 0.0) < STATUS_EVERY_S:
+            return  # progress only: `specrun runs` can read it a second late; a row costs ~1 ms
+        self.status.update(pid=os.getpid(), host=self.host, updated=now)
+        # Progress is atomic but not fsynced (an fsync costs ~10 ms); a change of status is both.
         write_json_atomic(self.path / STATUS, self.status, durable="status" in fields)
 
     def event(self, name: str, step: int, /, **fields) -> None:
