@@ -119,3 +119,10 @@ def test_still_over_save_and_stop_ends_the_run(tmp_path, monkeypatch):
     assert [(e["file"], e["step"]) for e in finals] == [("final.pt", 2)]
     assert events(run_dir, "memory_guard")[0]["still_over"] is True
     assert events(run_dir, "end")[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("n, text", [(50e6, "50 MB"), (1.234e9, "1.23 GB"), (123e9, "123 GB"), (4.5e3, "4.5 kB"), (12, "12 B")])
+def test_guard_lines_name_small_limits_in_their_own_unit(n, text):
+    from specrun.engine.guard import format_bytes
+
+    assert format_bytes(n) == text

@@ -19,6 +19,14 @@ import psutil
 GB = 1e9
 
 
+def format_bytes(n: float) -> str:
+    """1.23 GB, 45.6 MB, 789 kB: a guard line must not call a 50 MB limit '0.05 GB'."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}" if n / size < 100 else f"{n / size:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
 def used_bytes(scope: str) -> int:
     if scope == "process":
         return psutil.Process().memory_info().rss
@@ -57,7 +65,7 @@ class MemoryGuard:
         used = self._measure(self.scope)
         if used <= self.limit:
             return GuardReport(False, used, used)
-        say(f"[memory guard] RAM {used / GB:.2f} GB over the {self.limit / GB:.2f} GB limit ({self.scope})")
+        say(f"[memory guard] RAM {format_bytes(used)} over the {format_bytes(self.limit)} limit ({self.scope})")
         report = GuardReport(True, used, used)
         for action in self.actions:
             report.actions.append(action)
@@ -73,11 +81,11 @@ class MemoryGuard:
             elif action == "recheck":
                 report.used_after = self._measure(self.scope)
                 if report.used_after <= self.limit:
-                    say(f"[memory guard] cooled down to {report.used_after / GB:.2f} GB")
+                    say(f"[memory guard] cooled down to {format_bytes(report.used_after)}")
                     return report
         report.used_after = self._measure(self.scope)
         report.still_over = report.used_after > self.limit
         if report.still_over:
-            say(f"[memory guard] still {report.used_after / GB:.2f} GB after {', '.join(self.actions)}; "
+            say(f"[memory guard] still {format_bytes(report.used_after)} after {', '.join(self.actions)}; "
                 f"{'saving and stopping' if self.still_over_action == 'save_and_stop' else 'continuing'}")
         return report
