@@ -12,6 +12,7 @@ An entry::
      "summary": "one line for `specrun plan` and error hints",
      "impl": "specrun.components.sha256.task:build_task",
      "metrics": ["bit_accuracy", "accuracy"],          # tasks: metric names
+     "fsdp": true,                                     # optimizers: works on FSDP's sharded parameters
      "params": {"type": "object", "additionalProperties": false,
                 "properties": {"rounds": {"type": "integer", "minimum": 1, "default": 8}}}}
 

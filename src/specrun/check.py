@@ -854,6 +854,21 @@ def _ref_at(data: dict, span: s.Span) -> tuple[str, ...]:
     return ("val",)
 
 
+def _fsdp_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
+    """FSDP hands the optimizer a shard of each weight: only elementwise optimizers can use it."""
+    if _d(data.get("distributed")).get("strategy") != "fsdp":
+        return []
+    name = _d(data.get("optimizer")).get("type")
+    comp = cat.lookup("optimizer", name) if isinstance(name, str) else None
+    if comp is None or comp.extra.get("fsdp"):
+        return []
+    fits = [n for n in cat.names("optimizer") if (c := cat.lookup("optimizer", n)) and c.extra.get("fsdp")]
+    return [Diagnostic("E600", f"optimizer {name} cannot run under distributed.strategy fsdp: it needs whole "
+                               "weight matrices and FSDP gives each rank a shard of them",
+                       loc.value_span(("distributed", "strategy")),
+                       f"use strategy ddp, or an optimizer made for shards: {', '.join(fits)}")]
+
+
 def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
     out = []
     prec = _d(data.get("precision"))
@@ -889,6 +904,7 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
         if isinstance(by, Qty) and by.dimension == "span" and by.value <= 0:
             out.append(Diagnostic("E203", f"expect ... by must be more than 0, got {by}",
                                   loc.value_span(("expect", i, "by"))))
+    out += _fsdp_diagnostics(loc, data)
     kind = sched.get("type")
     if kind in ("cosine", "warmup_cosine") and not (steps or epochs):
         out.append(Diagnostic("E600", f"a {kind} schedule decays over the run's length: "

@@ -1,4 +1,8 @@
-"""Two CPU processes on gloo: same losses as one process, kill-and-resume, a dead rank ends the run."""
+"""Two CPU processes on gloo: same losses as one process, kill-and-resume, a dead rank ends the run.
+
+Each for DDP and for FSDP (fully_shard: each rank holds half of every weight and
+its optimizer state; the checkpoint is the gathered full state dict).
+"""
 
 import csv
 import os
@@ -36,10 +40,10 @@ def _run(spec, run_dir, *extra, timeout=300):
                           env=env(), capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def spec(tmp_path):
+@pytest.fixture(params=["ddp", "fsdp"])
+def spec(tmp_path, request):
     path = tmp_path / "dist_test.train"
-    path.write_text(SPEC)
+    path.write_text(SPEC.replace("strategy ddp", f"strategy {request.param}"))
     return path
 
 
@@ -54,6 +58,27 @@ def test_two_processes_match_one_with_the_same_global_batch(spec, tmp_path):
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
     assert two.stdout.count("finished:") + two.stderr.count("finished:") == 1  # one final line, not one per rank
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_holds_the_full_weights_and_resumes_on_another_world_size(tmp_path):
+    import torch
+
+    path = tmp_path / "fsdp.train"
+    path.write_text(SPEC.replace("strategy ddp", "strategy fsdp"))
+    two = _run(path, tmp_path / "run")
+    assert two.returncode == 0, two.stderr
+    state = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=True)
+    assert state["model"]["net.0.weight"].shape == (32, 8)  # gathered, not rank 0's half
+    assert state["world_size"] == 2
+    # The full state dict does not depend on the world size: one process may go on from it,
+    # when told to (each rank's data shard changes, so it is not the run it would have been).
+    one = ("--set", "max_steps=20", "--set", "distributed.nproc_per_node=1")
+    refused = _run(path, tmp_path / "run", *one)
+    assert refused.returncode == 1 and "--allow-spec-change" in refused.stderr, refused.stderr
+    longer = _run(path, tmp_path / "run", *one, "--allow-spec-change")
+    assert longer.returncode == 0, longer.stderr
+    assert max(_losses(tmp_path / "run")) == 20
 
 
 @pytest.mark.slow

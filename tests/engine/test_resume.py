@@ -211,8 +211,8 @@ def test_an_optimizer_that_no_longer_fits_starts_fresh(tmp_path, monkeypatch, si
     seen = {}
     original = execute_mod.restore
 
-    def restore(run, state, resume_phase, warn):
-        original(run, state, resume_phase, warn)
+    def restore(run, state, resume_phase, warn, *args):
+        original(run, state, resume_phase, warn, *args)
         seen["weights"] = {k: v.clone() for k, v in run.model.state_dict().items()}
         seen["optimizer"] = run.optimizer.state_dict()
         seen["lr"] = run.optimizer.param_groups[0]["lr"]

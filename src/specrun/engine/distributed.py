@@ -51,16 +51,36 @@ class Dist:
     local_rank: int
     device: object
     strategy: str
-    note: str | None = None  # what was degraded, said once by the engine
+
+    def shard(self, model):
+        """FSDP2: each repeated block, then the root, keeps only this rank's shard of its weights.
+
+        Called before the optimizer is built, so that it holds the shards (DTensors).
+        A model names its blocks with ``fsdp_units()``; otherwise every element of every
+        ``nn.ModuleList`` is one (the transformer blocks of our models). Methods other
+        than ``forward`` that run the model (``generate`` for validation samples) are
+        registered so that they gather the weights too.
+        """
+        import torch
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        units = model.fsdp_units() if hasattr(model, "fsdp_units") else [
+            block for m in model.modules() if isinstance(m, torch.nn.ModuleList) for block in m]
+        for unit in units:
+            fully_shard(unit, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        for name in getattr(model, "fsdp_forward_methods", ("generate",)):
+            if callable(getattr(model, name, None)):
+                register_fsdp_forward_method(model, name)
+        return model
 
     def wrap(self, model):
         import torch
 
         if self.strategy == "fsdp":
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            return FSDP(model, device_id=self.device if self.device.type == "cuda" else None,
-                        use_orig_params=True)
+            return model  # sharded in place by shard(), before the optimizer was built
         ids = [self.device.index] if self.device.type == "cuda" else None
         # A model with switched or staged modules declares what DDP must know (unused
         # parameters, per-rank buffers such as a replay memory) in `ddp_options`.
@@ -139,12 +159,5 @@ def from_environment(plan: Plan) -> Dist | None:
 
         # A dead peer must end the run, not park the others in a collective for the default 30 minutes.
         td.init_process_group(backend=backend, timeout=timedelta(minutes=5))
-    strategy, note = settings.get("strategy", "ddp"), None
-    if strategy == "fsdp" and device.type != "cuda":
-        # torch's FSDP needs an accelerator; DDP gives the same result (unsharded) on CPU.
-        policy = plan.settings["precision"].get("on_unsupported", "fallback")
-        note = "distributed.strategy fsdp needs a CUDA device; this CPU run uses ddp"
-        if policy == "error":
-            raise RuntimeError(note + " (precision.on_unsupported is error)")
-        strategy = "ddp"
-    return Dist(td.get_rank(), td.get_world_size(), local, device, strategy, note)
+    # FSDP2 (fully_shard) runs on CUDA with nccl and on the CPU with gloo alike.
+    return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"))

@@ -201,7 +201,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
         for note in run.precision.notes:
             console.say(f"note: {note}")
             run_dir.event("note", 0, message=note)
-        _resume(run, resume_from, console)
+        _resume(run, resume_from, console, opts.allow_spec_change)
         run.csv = CsvLog(run_dir.path / "metrics.csv", metric_columns(run), enabled=main)
         run_dir.set_status(status="running", spec=plan.name, started=read_status(run_dir.path).get("started")
                            or __import__("time").time(), step=run.counters.step,
@@ -238,7 +238,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     return outcome
 
 
-def _resume(run, resume_from: Path | None, console: Console) -> None:
+def _resume(run, resume_from: Path | None, console: Console, allow_world_change: bool) -> None:
     if resume_from is None:
         return
     ck = run.plan.settings["checkpoint"]
@@ -260,7 +260,7 @@ def _resume(run, resume_from: Path | None, console: Console) -> None:
         warn(message)
         run.dir.event(kind, state["counters"]["step"], message=message)
 
-    restore(run, state, ck["resume_phase"], reset)
+    restore(run, state, ck["resume_phase"], reset, allow_world_change)
     run.counters.segment += 1
     names = run.curriculum.phase_names()
     console.say(f"resumed from {path} at step {run.counters.step}"

@@ -23,7 +23,7 @@ import torch
 
 from specrun import expr as ex
 from specrun.engine.checkpoint import CheckpointError
-from specrun.engine.guard import GB, used_bytes
+from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
 from specrun.fmt import format_expr
@@ -116,7 +116,9 @@ def _clip(run: Run, clip: float | None) -> torch.Tensor:
     params = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
     if run.precision.scaler is not None:
         run.precision.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
-    return torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+    # Under FSDP the norm is a DTensor over the shards; full_tensor() is its all-reduce.
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def _optimizer_step(run: Run, finite: bool) -> bool:
@@ -429,8 +431,8 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
                               still_over=report.still_over)
             if report.still_over and run.guard.still_over_action == "save_and_stop":
                 _save(run, "final")
-                raise RunFailed(f"memory guard: RAM still {report.used_after / GB:.2f} GB over the "
-                                f"{run.guard.limit / GB:.2f} GB limit; saved and stopped")
+                raise RunFailed(f"memory guard: RAM still {format_bytes(report.used_after)} over the "
+                                f"{format_bytes(run.guard.limit)} limit; saved and stopped")
 
         # 7b. epoch boundary: peak memory of the epoch (keenkenning's Phase 4.3)
         if run.per_epoch and c.micro // run.per_epoch > epoch_seen:

@@ -132,8 +132,6 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
     seed_everything(plan.seed)  # the same on every rank: DDP needs identical initial weights
     device = dist.device if dist else dev.pick_device(st.get("device", "auto"))
     precision = dev.setup_precision(st, device)
-    if dist is not None and dist.note:
-        precision.notes.append(dist.note)
     ctx = Context(
         seed=plan.seed, device=device, batch_size=plan.batch,
         rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
@@ -143,6 +141,8 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
     try:
         model = _factory(plan, "model")(plan.components["model"]["params"], task.model_info(), ctx)
         model = _prepare_model(model, st, precision, device)
+        if dist is not None and dist.strategy == "fsdp":
+            model = dist.shard(model)  # before the optimizer: it must hold the shards
         loss_fn = _factory(plan, "loss")(plan.components["loss"]["params"], ctx)
         optimizer = _factory(plan, "optimizer")(plan.components["optimizer"]["params"], model, ctx)
         per_epoch = task.batches_per_epoch()

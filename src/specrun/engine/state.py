@@ -121,14 +121,20 @@ def snapshot(run: Run) -> dict:
     return state
 
 
-def restore(run: Run, state: dict, resume_phase: str, warn) -> None:
-    """Load ``state`` into ``run``. Weights must fit; an optimizer that no longer fits starts fresh."""
-    world = run.dist.world_size if run.dist else 1
-    if state.get("world_size", 1) != world:
-        raise ResumeRefused(
-            f"the checkpoint was written by {state.get('world_size', 1)} process(es) and this run has {world}: "
-            "each rank's data shard would change, so the run could not continue exactly. Resume with the "
-            "same world size, or start from its weights with `checkpoint.resume PATH` in a new run")
+def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: bool = False) -> None:
+    """Load ``state`` into ``run``. Weights must fit; an optimizer that no longer fits starts fresh.
+
+    Checkpoints hold full (gathered) state, so any world size can load them; a different
+    one changes which samples each rank sees, so it is refused unless allowed.
+    """
+    world, saved = (run.dist.world_size if run.dist else 1), state.get("world_size", 1)
+    if saved != world:
+        message = (f"the checkpoint was written by {saved} process(es) and this run has {world}: each rank's "
+                   "data shard changes, so the run goes on, but not exactly as it would have")
+        if not allow_world_change:
+            raise ResumeRefused(message.replace("the run goes on, but not", "it could not continue")
+                                + f". Resume with {saved} process(es), or go on anyway with --allow-spec-change")
+        warn("world_size", message)
     try:
         _load_model(run, state["model"])
     except RuntimeError as exc:
