@@ -88,6 +88,23 @@ def test_validate_directory(files):
     assert "valid.train:" not in result.stdout.replace("invalid.train:", "")
 
 
+@pytest.mark.parametrize("command", [("validate",), ("fmt", "--check")])
+def test_a_folder_without_specs_is_a_usage_error(files, command):
+    (files / "empty").mkdir()
+    result = run(*command, "empty")
+    assert result.exit_code == 2  # CI given a mistyped folder must not pass on "0 spec(s) valid"
+    assert "no .train files in empty" in result.output
+
+
+def test_a_bad_override_is_the_only_error(files):
+    (files / "cosine.train").write_text(VALID + "schedule warmup_cosine { warmup 5% }\n")
+    result = run("plan", "cosine.train", "--set", "max_steps=abc")
+    assert result.exit_code == 1
+    # the override's own error, not "a warmup in % needs a finite run" pointing at the valid file
+    assert result.output.startswith("<--set 1>:1:11: error[E201]"), result.output
+    assert "cosine.train:" not in result.output
+
+
 def test_validate_json(files):
     ok = run("validate", "--format", "json", "valid.train")
     assert ok.exit_code == 0 and json.loads(ok.stdout) == []

@@ -23,7 +23,7 @@ from specrun.diagnostics import Diagnostic, SpecError, did_you_mean
 from specrun.document import COLLECTIONS, PHASE_TARGETS, Located, fill, merge, assign, locate
 from specrun.parse import parse, parse_statements, read_source
 from specrun.resources import resource_dir
-from specrun.values import Gate, IntRange, Qty, describe
+from specrun.values import SPAN_UNITS, TIME_UNITS, Gate, IntRange, Qty, describe
 
 SPEC_TYPES = {
     # a whole number is written as one: JSON Schema would take 32.0 for an integer, the
@@ -691,7 +691,41 @@ def _check_expr(loc: Located, path: tuple, gate: Gate, data: dict, in_phase: boo
             out += _check_call(node, phase_names)
     kinds: list[Diagnostic] = []
     _want(gate.expr, "condition", kinds, "a gate is a condition, true or false")
-    return out + kinds
+    return out + kinds + _unit_diagnostics(gate.expr)
+
+
+# ---- units: a quantity is compared with a count of the same unit ------------------------------
+
+_COMPARE_OPS = ("<", "<=", ">", ">=", "==", "!=")
+_COUNTS = {"step": "steps", "phase.steps": "steps", "epoch": "epochs", "phase.epochs": "epochs"}
+
+
+def _unit_family(q: s.Quantity) -> str:
+    if q.unit in SPAN_UNITS:
+        return SPAN_UNITS[q.unit]
+    return "time" if q.unit in TIME_UNITS else "bytes"
+
+
+def _unit_diagnostics(expr) -> list[Diagnostic]:
+    """`phase.steps >= 2 epochs` would compare steps with 2; `step > 50%` with 50: both refused."""
+    out = []
+    for node in ex.walk(expr):
+        if isinstance(node, s.Quantity) and node.unit == "%":
+            out.append(Diagnostic("E405", f"`{node.text}` has no meaning in an expression", node.span,
+                                  "write a count: `step >= 500`; `expect ... by 5%` takes a share of the run"))
+        if not (isinstance(node, s.BinOp) and node.op in _COMPARE_OPS):
+            continue
+        for ref, q in ((node.left, node.right), (node.right, node.left)):
+            if not isinstance(q, s.Quantity) or q.unit == "%":
+                continue
+            family, counts = _unit_family(q), _COUNTS.get(ref.dotted) if isinstance(ref, s.Ref) else None
+            if isinstance(ref, s.Ref) and family != counts:
+                what = f"counts {counts}" if counts else "is a plain number"
+                fix = {"steps": "step or phase.steps", "epochs": "epoch or phase.epochs"}.get(family)
+                hint = (f"compare {fix} with it" if fix else
+                        f"compare `{ref.dotted}` with a number of {counts}" if counts else "compare with a plain number")
+                out.append(Diagnostic("E405", f"`{ref.dotted}` {what}; `{q.text}` is {family}", q.span, hint))
+    return out
 
 
 # ---- kinds: conditions, numbers, strings ------------------------------------------------------
@@ -881,11 +915,17 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
     steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else None
     epochs = data.get("max_epochs")
     epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+    # A run length that is set but invalid has its own error already: no second one here.
+    unbounded = "max_steps" not in data and "max_epochs" not in data
     warm = sched.get("warmup")
     warm_at = loc.value_span(("schedule", "warmup"))
-    if isinstance(warm, Qty) and warm.span_unit == "%" and not 0 <= warm.value <= 100:
-        out.append(Diagnostic("E203", f"schedule.warmup must be between 0% and 100%, got {warm}", warm_at))
-    if isinstance(warm, Qty) and warm.span_unit == "%" and not (steps or epochs):
+    if isinstance(warm, Qty) and warm.span_unit == "%" and not 0 <= warm.value < 100:
+        out.append(Diagnostic("E203", f"schedule.warmup must be at least 0% and less than 100%, got {warm}",
+                              warm_at))
+    if isinstance(warm, Qty) and warm.span_unit == "epochs" and epochs and warm.value >= epochs:
+        out.append(Diagnostic("E600", f"warmup of {warm} is not shorter than the run (max_epochs {epochs})",
+                              warm_at, "shorten the warmup, or give it as a share of the run: warmup 5%"))
+    if isinstance(warm, Qty) and warm.span_unit == "%" and unbounded:
         out.append(Diagnostic("E600", "a warmup in % needs a finite run: set max_steps or max_epochs", warm_at))
     warm_steps = warm if isinstance(warm, int) and not isinstance(warm, bool) else (
         warm.value if isinstance(warm, Qty) and warm.span_unit == "steps" else None)
@@ -906,7 +946,7 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
                                   loc.value_span(("expect", i, "by"))))
     out += _fsdp_diagnostics(loc, data)
     kind = sched.get("type")
-    if kind in ("cosine", "warmup_cosine") and not (steps or epochs):
+    if kind in ("cosine", "warmup_cosine") and unbounded:
         out.append(Diagnostic("E600", f"a {kind} schedule decays over the run's length: "
                                       "set max_steps or max_epochs", loc.value_span(("schedule", "type"))))
     if "min_ratio" in sched and "eta_min" in sched:

@@ -22,7 +22,10 @@ def _spec_paths(paths, suffix=".train") -> list[str]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out += sorted(str(f) for f in path.rglob(f"*{suffix}"))
+            found = sorted(str(f) for f in path.rglob(f"*{suffix}"))
+            if not found:  # a mistyped folder in CI must not pass as "0 specs valid"
+                raise click.UsageError(f"no {suffix} files in {p}")
+            out += found
         else:
             out.append(str(path))
     return out
