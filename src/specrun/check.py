@@ -864,6 +864,10 @@ def _semantic_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
                                       loc.span(path + ("phases", i, "name")),
                                       f"the first is at line {first.line}; phase names must differ"))
             seen.setdefault(name, i)
+        start = (cur["axes"][index] if isinstance(cur.get("axes"), list) else cur).get("start")
+        if isinstance(start, str) and seen and start not in seen:
+            out.append(Diagnostic("E402", f"start: {axis} has no phase '{start}'", loc.value_span(path + ("start",)),
+                                  did_you_mean(start, list(seen)) or f"phases: {', '.join(seen)}"))
     first_axis: dict = {}
     for index, (axis, _) in enumerate(axes):
         if axis in first_axis and isinstance(axis, str):

@@ -32,6 +32,7 @@ class Phase:
 class Axis:
     name: str
     phases: list[Phase]
+    start: int = 0  # index of the phase a run starts in (the sha256 document's start_round)
 
 
 @dataclass
@@ -224,10 +225,14 @@ def build_plan(spec: Spec) -> Plan:
 
 
 def _axes(curriculum: dict) -> list[Axis]:
-    raw = curriculum.get("axes") or ([{"name": "curriculum", "phases": curriculum["phases"]}]
-                                     if curriculum.get("phases") else [])
-    return [Axis(a["name"], [Phase(p["name"], p.get("set", {}), p.get("promote")) for p in a["phases"]])
-            for a in raw]
+    raw = curriculum.get("axes") or ([{"name": "curriculum", "phases": curriculum["phases"],
+                                       "start": curriculum.get("start")}] if curriculum.get("phases") else [])
+    axes = []
+    for a in raw:
+        phases = [Phase(p["name"], p.get("set", {}), p.get("promote")) for p in a["phases"]]
+        start = [p.name for p in phases].index(a["start"]) if a.get("start") else 0
+        axes.append(Axis(a["name"], phases, start))
+    return axes
 
 
 def _estimates(plan: Plan) -> dict:

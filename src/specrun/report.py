@@ -74,7 +74,8 @@ def describe_plan(plan: Plan) -> str:
     if plan.axes:
         lines.append("curriculum")
         for axis in plan.axes:
-            lines.append(f"  axis {axis.name}")
+            lines.append(f"  axis {axis.name}" + (f" (starts in {axis.phases[axis.start].name})"
+                                                  if axis.start else ""))
             for i, phase in enumerate(axis.phases, 1):
                 sets = "  ".join(f"{k}={describe(v)}" for k, v in _flat(phase.set))
                 gate = f"promote when {format_expr(phase.promote.expr)}" if phase.promote else "final phase"

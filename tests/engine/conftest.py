@@ -131,11 +131,11 @@ def load_plan(spec_path, profile=None, sets=()):
     return spec, build_plan(spec)
 
 
-def run_inproc(spec_path, run_dir=None, *, sets=(), quiet=True, **options):
+def run_inproc(spec_path, run_dir=None, *, sets=(), quiet=True, profile=None, **options):
     """execute() a spec in this process; returns the Outcome."""
     from specrun.engine.execute import Options, execute
 
-    spec, plan = load_plan(spec_path, sets=sets)
+    spec, plan = load_plan(spec_path, profile, sets=sets)
     opts = Options(run_dir=str(run_dir) if run_dir is not None else None, quiet=quiet, **options)
     return execute(plan, spec.data, opts)
 

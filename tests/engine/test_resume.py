@@ -179,6 +179,21 @@ def test_resume_phase_start_restarts_the_curriculum(tmp_path, monkeypatch, signa
     assert [int(r["step"]) for r in rows] == list(range(1, 13))
 
 
+def test_a_start_phase_is_where_a_run_begins_and_returns_to(tmp_path, monkeypatch, signal_at):
+    """The sha256 document's start_round: `start` names the phase; resume_phase start goes back to it."""
+    monkeypatch.chdir(tmp_path)
+    three = FAST_SPEC.replace("  phase b {}", "  phase b { promote when phase.steps >= 3 }\n  phase c {}")
+    spec = write_spec(tmp_path, three.replace("curriculum {", "curriculum {\n  start b").replace(
+        "resume latest", "resume latest\n  resume_phase start"))
+    run_dir = tmp_path / "run"
+    signal_at(4, signal.SIGINT)
+    run_inproc(spec, run_dir)
+    assert [(e["step"], e["old"], e["new"]) for e in events(run_dir, "phase")] == [(3, "b", "c")]
+    assert run_inproc(spec, run_dir).code == 0
+    assert events(run_dir, "resume")[0]["phases"] == {"curriculum": "b"}  # back to b, not to a
+    assert [(e["step"], e["new"]) for e in events(run_dir, "phase")] == [(3, "c"), (7, "c")]
+
+
 PHASE_PARAMS = FAST_SPEC.replace(
     "phase a { promote when phase.steps >= 3 }",
     "phase a {\n    task.noise 3.0\n    promote when phase.steps >= 3\n  }")
@@ -360,3 +375,18 @@ def test_a_run_started_from_a_named_checkpoint_can_be_continued(tmp_path, monkey
     out = run_inproc(spec, run_dir, sets=("checkpoint.resume=latest",))  # the advice
     assert out.code == 0, out.message
     assert [e["step"] for e in events(run_dir, "resume")] == [4, 7]
+
+
+def test_resume_latest_continues_the_run_of_the_same_profile(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC + "profile smoke {\n  max_steps 10\n}\n")
+    assert run_inproc(spec, profile="smoke").code == 0
+    (smoke,) = (tmp_path / "runs").glob("*/*")
+    # The full spec does not pick up the smoke run (and refuse it as a changed spec): it starts its own.
+    full = run_inproc(spec, sets=("max_steps=12",))
+    assert full.code == 0, full.message
+    assert len(list((tmp_path / "runs").glob("*/*"))) == 2
+    # The smoke profile, run again with one more step allowed, continues its own run.
+    again = run_inproc(spec, profile="smoke", sets=("max_steps=14",), allow_spec_change=True)
+    assert again.code == 0 and again.step == 14
+    assert [e["step"] for e in events(smoke, "resume")] == [10]

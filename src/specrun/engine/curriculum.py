@@ -39,7 +39,7 @@ class Promotion:
 class Curriculum:
     def __init__(self, axes: list[Axis]):
         self.axes = axes
-        self.states = [AxisState() for _ in axes]
+        self.states = [AxisState(axis.start) for axis in axes]
 
     def __bool__(self) -> bool:
         return bool(self.axes)
@@ -99,8 +99,8 @@ class Curriculum:
         return moved
 
     def restart(self, step: int, micro: int, counts: dict[str, int]) -> None:
-        """Back to each axis's first phase (the sha256 document's start_round rule)."""
-        self.states = [AxisState(0, step, micro, dict(counts)) for _ in self.axes]
+        """Back to each axis's start phase (the sha256 document's start_round rule)."""
+        self.states = [AxisState(axis.start, step, micro, dict(counts)) for axis in self.axes]
 
     def state_dict(self) -> dict:
         return {"axes": [[a.name, s.index, s.start_step, s.start_micro, s.since]

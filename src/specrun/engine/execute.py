@@ -62,7 +62,7 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[Run
     if opts.run_dir:
         path = Path(opts.run_dir)
     elif resume == "latest" and not opts.new:
-        path = latest_run(plan.name, opts.runs_base)
+        path = latest_run(plan.name, opts.runs_base, plan.profile)
     else:
         path = None
     if path is None:

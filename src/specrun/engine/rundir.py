@@ -51,12 +51,24 @@ def runs_root(spec_name: str, base: str | os.PathLike = "runs") -> Path:
     return Path(base) / spec_name
 
 
-def latest_run(spec_name: str, base="runs") -> Path | None:
+def latest_run(spec_name: str, base="runs", profile: str | None = None) -> Path | None:
+    """The newest run of the spec started with the same profile (None: no profile).
+
+    A smoke run and the full run are separate lines of work: `resume latest` on the
+    full spec must not pick up yesterday's smoke run and then refuse it as changed.
+    """
     root = runs_root(spec_name, base)
     if not root.is_dir():
         return None
-    runs = [p for p in root.iterdir() if (p / "plan.json").exists()]
+    runs = [p for p in root.iterdir() if (p / "plan.json").exists() and _profile_of(p) == profile]
     return max(runs, key=lambda p: (p / "plan.json").stat().st_mtime) if runs else None
+
+
+def _profile_of(run: Path) -> str | None:
+    try:
+        return json.loads((run / "plan.json").read_text(encoding="utf-8")).get("profile")
+    except (OSError, ValueError):
+        return "<unreadable>"  # never taken for a run of this profile
 
 
 def versions() -> dict:
