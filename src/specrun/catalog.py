@@ -11,7 +11,7 @@ An entry::
     {"kind": "task", "name": "sha256_trace",
      "summary": "one line for `specrun plan` and error hints",
      "impl": "specrun.components.sha256.task:build_task",
-     "metrics": ["bit_accuracy", "accuracy"],          # tasks: metric names
+     "metrics": ["bit_accuracy", "accuracy"],          # tasks and models: the metrics they report
      "fsdp": true,                                     # optimizers: works on FSDP's sharded parameters
      "params": {"type": "object", "additionalProperties": false,
                 "properties": {"rounds": {"type": "integer", "minimum": 1, "default": 8}}}}

@@ -90,6 +90,17 @@ def test_eta_min_floor_is_absolute():
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
+def test_eta_min_is_every_groups_floor():
+    """mugrokfast has a Muon group at 10x AdamW's LR: both must end at eta_min."""
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 1e-3}, {"params": [b], "lr": 1e-2}])
+    sched = build_scheduler(opt, {"type": "cosine", "eta_min": 1e-5}, 20, 0)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-5, 1e-5])
+
+
 def test_fast_forward_puts_a_fresh_scheduler_at_a_step():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)

@@ -29,16 +29,17 @@ def build_scheduler(optimizer, schedule: dict, total: int | None, warmup: int):
     import torch
 
     kind = schedule.get("type", "constant")
-    base = optimizer.param_groups[0]["lr"]
-    floor = schedule.get("min_ratio", 0.0)
-    if "eta_min" in schedule:
-        floor = schedule["eta_min"] / base if base else 0.0
     start = schedule.get("warmup_start", 0.0)
 
-    def factor(step: int) -> float:
-        return lr_factor(kind, step, total, warmup, start, floor)
+    def factor_for(group: dict):
+        # eta_min is an LR, as in torch's CosineAnnealingLR: each group (Muon's and AdamW's
+        # in mugrokfast) ends at it, whatever its own base LR. min_ratio is a share of each.
+        floor = schedule.get("min_ratio", 0.0)
+        if "eta_min" in schedule:
+            floor = schedule["eta_min"] / group["lr"] if group["lr"] else 0.0
+        return lambda step: lr_factor(kind, step, total, warmup, start, floor)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor_for(g) for g in optimizer.param_groups])
 
 
 def fast_forward(scheduler, step: int) -> None:
