@@ -407,6 +407,14 @@ def label(data: dict, path: tuple) -> str:
     return ".".join(parts)
 
 
+def _owners_hint(path: tuple, key: str) -> str | None:
+    """`optimizer adamw { galore {...} }`: name the components of that kind that have the setting."""
+    if len(path) != 1 or path[0] not in cat.KINDS:
+        return None
+    owners = [n for n in cat.names(path[0]) if key in (cat.lookup(path[0], n).params.get("properties") or {})]
+    return f"'{key}' is a setting of {path[0]} {', '.join(owners)}" if owners else None
+
+
 def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Diagnostic]:
     path = base + tuple(err.absolute_path)
     dotted = label(loc.data, path) or what
@@ -420,7 +428,8 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
                      "loss.NAME": None}
         return [
             Diagnostic("E200", f"unknown setting '{k}' in {parent}", loc.span(path + (k,), key=True),
-                       did_you_mean(k, props) or f"known settings: {', '.join(sorted(props)) or 'none'}")
+                       did_you_mean(k, props) or _owners_hint(path, k)
+                       or f"known settings: {', '.join(sorted(props)) or 'none'}")
             for k in extras
         ]
     span = loc.value_span(path)
