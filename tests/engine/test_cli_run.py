@@ -134,3 +134,16 @@ def test_an_expectation_by_epochs(tmp_path, monkeypatch):
     result = _run(spec, "--run-dir", tmp_path / "run", "--quiet")
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1].startswith("failed: expectation broken at step 8: ")
+
+
+def test_every_epoch_falls_on_the_step_that_completes_the_epoch(tmp_path, monkeypatch):
+    """5 micro-batches an epoch at accumulate 2 is 2.5 steps: epochs end at steps 3, 5, 8, 10."""
+    monkeypatch.chdir(tmp_path)
+    spec = FAST_SPEC.replace("epoch_size 128", "epoch_size 40").replace(
+        "  every 4 steps\n  keep 2\n", '  every 1 epoch\n  name "epoch_{epoch}.pt"\n  keep 10\n').replace(
+        "max_steps 12", "max_steps 10") + "validation {\n  every 1 epoch\n  batches 1\n}\n"
+    result = _run(write_spec(tmp_path, spec), "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert [e["step"] for e in events(tmp_path / "run", "validation")] == [3, 5, 8, 10]
+    saved = [(e["step"], e["file"]) for e in events(tmp_path / "run", "checkpoint") if e.get("kind") == "regular"]
+    assert saved == [(3, "epoch_1.pt"), (5, "epoch_2.pt"), (8, "epoch_3.pt"), (10, "epoch_4.pt")]

@@ -283,6 +283,14 @@ class Window:
         return means, *rates
 
 
+def _due(every: dict, section: str, step: int, epoch_done: int | None) -> bool:
+    """Whether `section.every` falls on this step: N steps, or the step that completes every Nth epoch."""
+    n = every.get(section)
+    if isinstance(n, tuple):
+        return epoch_done is not None and epoch_done % n[1] == 0
+    return n is not None and step % n == 0
+
+
 def _batch_tokens(batch: dict) -> int:
     ids = batch.get("input_ids")
     if ids is not None:
@@ -369,7 +377,8 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
 
         # 1. forward/backward over the accumulated micro-batches. Task metrics cost a few
         # ops per micro-batch: computed every step only when a gate reads them, else on log steps.
-        with_metrics = run.metrics_every_step or (c.step + 1) % every.get("log", 1) == 0
+        log_every = every.get("log", 1)
+        with_metrics = run.metrics_every_step or isinstance(log_every, tuple) or (c.step + 1) % log_every == 0
         losses, metric_sums = [], {}
         for _ in range(run.plan.accumulate):
             batch = next(run.batches)
@@ -411,10 +420,14 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         c.consecutive_skips = 0
         run.history.record_all("train", values)
         window.add(values)
+        # 4. did this step complete an epoch? (what `every N epochs` waits for)
+        epoch_done = None
+        if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
+            epoch_done = epoch_seen = c.micro // run.per_epoch
 
         # 5. validation (before the gates, so they read this step's val metrics)
         val = None
-        if "validation" in every and c.step % every["validation"] == 0:
+        if _due(every, "validation", c.step, epoch_done):
             val = validate(run)
             if _best_improved(run):
                 _save(run, "best")
@@ -423,7 +436,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         stop_reason = _gates(run)
 
         # 7. memory guard
-        if "memory" in every and c.step % every["memory"] == 0 and run.guard.active:
+        if _due(every, "memory", c.step, epoch_done) and run.guard.active:
             report = run.guard.check(run.console.say)
             if report.over:
                 run.dir.event("memory_guard", c.step, used_gb=report.used_before / GB,
@@ -435,16 +448,15 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
                                 f"{format_bytes(run.guard.limit)} limit; saved and stopped")
 
         # 7b. epoch boundary: peak memory of the epoch (keenkenning's Phase 4.3)
-        if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
-            epoch_seen = c.micro // run.per_epoch
-            _epoch_report(run, epoch_seen)
+        if epoch_done is not None:
+            _epoch_report(run, epoch_done)
 
         # 8. checkpoint
-        if "checkpoint" in every and c.step % every["checkpoint"] == 0:
+        if _due(every, "checkpoint", c.step, epoch_done):
             _save(run, "regular")
 
         # 9. log and console
-        if val is not None or ("log" in every and c.step % every["log"] == 0):
+        if val is not None or _due(every, "log", c.step, epoch_done):
             _log_row(run, window, val, extra_log)
         phase = "/".join(run.curriculum.phase_names().values()) or "train"
         run.console.progress(phase, c.step, run.total_steps, window.steps / max(

@@ -27,6 +27,7 @@ from specrun.engine.history import History, window_sizes
 from specrun.engine.rundir import RunDir
 from specrun.engine.schedule import build_scheduler
 from specrun.plan import Plan, resolve_span
+from specrun.values import Qty
 
 
 class SetupError(RuntimeError):
@@ -63,7 +64,7 @@ class Run:
     guard: MemoryGuard
     total_steps: int | None
     per_epoch: int | None  # micro-batches per epoch
-    every: dict  # "validation"/"checkpoint"/"log"/"checkpoint_epochs" -> steps
+    every: dict  # "validation"/"checkpoint"/"log"/"memory" -> steps, or ("epochs", n)
     counters: Counters = field(default_factory=Counters)
     switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
     best_value: float | None = None  # of checkpoint.best.metric, for best.pt
@@ -116,6 +117,11 @@ def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None)
     for section in ("validation", "checkpoint", "log"):
         value = (st.get(section) or {}).get("every")
         if value is None:
+            continue
+        if isinstance(value, Qty) and value.span_unit == "epochs" and steps_per_epoch \
+                and float(value.value).is_integer():
+            # At the step that completes the epoch: 312.5 steps an epoch must not round to 312.
+            out[section] = ("epochs", max(1, int(value.value)))
             continue
         steps = resolve_span(value, total, steps_per_epoch and max(1, round(steps_per_epoch)))
         if not isinstance(steps, int):
