@@ -61,7 +61,10 @@ def test_plot_of_a_real_run(smoke_run, tmp_path):
 
 def test_sigkill_reads_as_interrupted(tmp_path):
     run_dir = tmp_path / "runs" / "builtin_rule" / "killed"
-    proc = _specrun("run", str(SPEC), "--run-dir", str(run_dir), "--quiet", start_new_session=True)
+    # Long enough to be caught running: run.json's progress is rewritten at most once a second.
+    proc = _specrun("run", str(SPEC), "--run-dir", str(run_dir), "--quiet", "--set", "max_steps=100000",
+                    "--set", "schedule.warmup=10",
+                    start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
