@@ -156,3 +156,51 @@ def test_events_stay_strict_json(tmp_path, monkeypatch):
 
     for line in (run_dir / "events.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=refuse)
+
+
+# ---- nonfinite.scope micro_batch: the savant document's "that specific batch is skipped" ----------
+
+MICRO = SPEC + "nonfinite { scope micro_batch }\n"
+
+
+def test_a_dropped_micro_batch_leaves_the_mean_gradient_of_the_others(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    clean = {"inputs": torch.randn(8, 8, generator=g), "targets": torch.randint(0, 3, (8,), generator=g)}
+    poisoned = {"inputs": clean["inputs"].clone(), "targets": clean["targets"]}
+    poisoned["inputs"][3, 2] = float("nan")
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run = make_run(tmp_path / "a", MICRO)
+    assert loop._micro_step(run, poisoned, 0.5, drop_nonfinite=True) == (None, {})
+    assert all(p.grad is None for p in run.model.parameters())  # no backward for it
+    loss, _ = loop._micro_step(run, clean, 0.5, drop_nonfinite=True)
+    loop._rescale_grads(run, 2.0)  # one of two kept: its gradient is the mean
+    reference = make_run(tmp_path / "b", MICRO)
+    loop._micro_step(reference, clean, 1.0)
+    for p, q in zip(run.model.parameters(), reference.model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_micro_batch_scope_keeps_the_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, {4})  # micro-batch 4 of step 3 (micro-batches 4 and 5)
+    out = run_inproc(write_spec(tmp_path, MICRO), tmp_path / "run")
+    assert out.code == 0, out.message
+    assert events(tmp_path / "run", "skip") == []  # the step went on with micro-batch 5
+    assert [(e["step"], e["micro"]) for e in events(tmp_path / "run", "skip_micro_batch")] == [(3, 5)]
+    _, rows = csv_rows(tmp_path / "run" / "metrics.csv")
+    assert [r["skipped"] for r in rows] == ["0"] * 12
+    assert all(float(r["train.loss"]) == float(r["train.loss"]) for r in rows)  # no NaN reached the log
+
+
+def test_micro_batch_scope_skips_a_step_with_nothing_left(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _poison(monkeypatch, {4, 5})
+    spec = MICRO + "validation { every 3 steps; batches 1 }\n"
+    out = run_inproc(write_spec(tmp_path, spec), tmp_path / "run")
+    assert out.code == 0, out.message
+    assert [e["step"] for e in events(tmp_path / "run", "skip")] == [3]
+    assert len(events(tmp_path / "run", "skip_micro_batch")) == 2
+    # what is due on a skipped step still happens
+    assert [e["step"] for e in events(tmp_path / "run", "validation")] == [3, 6, 9, 12]

@@ -91,12 +91,23 @@ def _to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(names, torch.stack(scalars).tolist()))
 
 
-def _micro_step(run: Run, batch: dict, scale: float, with_metrics: bool = True):
-    """Forward and backward of one micro-batch. Returns (loss, metric tensors) without syncing."""
+def _micro_step(run: Run, batch: dict, scale: float, with_metrics: bool = True, drop_nonfinite: bool = False):
+    """Forward and backward of one micro-batch. Returns (loss, metric tensors) without syncing.
+
+    With ``drop_nonfinite`` (nonfinite.scope micro_batch) a micro-batch whose loss is NaN
+    or inf gets no backward and (None, {}) comes back: a host sync per micro-batch, the
+    price of skipping one batch rather than the whole step.
+    """
     with run.precision.autocast():
         outputs = run.train_model(batch)
         loss = run.loss_fn(outputs, batch)
         total = loss + outputs["aux_loss"] if "aux_loss" in outputs else loss
+    if drop_nonfinite:
+        finite = bool(torch.isfinite(total.detach()))
+        if run.dist is not None:
+            finite = run.dist.all_agree(finite)  # every rank drops it, or DDP's backward hangs
+        if not finite:
+            return None, {}
     if scale != 1.0:
         total = total * scale
     scaler = run.precision.scaler
@@ -109,6 +120,14 @@ def _micro_step(run: Run, batch: dict, scale: float, with_metrics: bool = True):
         if "aux_loss" in outputs:
             metrics["aux_loss"] = outputs["aux_loss"].detach()
     return loss.detach(), metrics
+
+
+def _rescale_grads(run: Run, factor: float) -> None:
+    with torch.no_grad():
+        for group in run.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(factor)
 
 
 def _clip(run: Run, clip: float | None) -> torch.Tensor:
@@ -355,6 +374,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
     c = run.counters
     clip = st.get("clip_grad_norm")
     max_skips = st["nonfinite"]["max_consecutive"]
+    drop_micro = st["nonfinite"].get("scope") == "micro_batch"
     every = run.every
     scale = 1.0 / run.plan.accumulate  # gradients of the mean over the accumulated micro-batches
     apply_phase_params(run)
@@ -384,13 +404,21 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
             batch = next(run.batches)
             c.micro += 1
             window.tokens += _batch_tokens(batch)
-            loss, metrics = _micro_step(run, batch, scale, with_metrics)
+            loss, metrics = _micro_step(run, batch, scale, with_metrics, drop_micro)
+            if loss is None:
+                c.skipped_micro += 1
+                run.dir.event("skip_micro_batch", c.step + 1, micro=c.micro)
+                continue
             losses.append(loss)
             for k, v in metrics.items():
                 metric_sums[k] = metric_sums[k] + v if k in metric_sums else v
+        if losses and len(losses) < run.plan.accumulate:
+            _rescale_grads(run, run.plan.accumulate / len(losses))  # the mean over the kept ones
 
         # 2. unscale and clip; the step's numbers to the host (the one sync of a step)
         norm = _clip(run, clip)
+        if not losses:  # every micro-batch was dropped: the step is skipped below
+            losses = [torch.tensor(float("nan"), device=run.ctx.device)]
         loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         if len(losses) > 1:
             metric_sums = {k: v / len(losses) for k, v in metric_sums.items()}
@@ -416,10 +444,10 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
             if c.consecutive_skips >= max_skips:
                 raise RunFailed(f"{c.consecutive_skips} consecutive steps had non-finite loss or gradients "
                                 f"(nonfinite.max_consecutive is {max_skips}); last loss {values['loss']}")
-            continue
-        c.consecutive_skips = 0
-        run.history.record_all("train", values)
-        window.add(values)
+        else:  # a skipped step's numbers are not metrics; what is due at this step still happens
+            c.consecutive_skips = 0
+            run.history.record_all("train", values)
+            window.add(values)
         # 4. did this step complete an epoch? (what `every N epochs` waits for)
         epoch_done = None
         if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
@@ -456,7 +484,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
             _save(run, "regular")
 
         # 9. log and console
-        if val is not None or _due(every, "log", c.step, epoch_done):
+        if val is not None or (window.count and _due(every, "log", c.step, epoch_done)):
             _log_row(run, window, val, extra_log)
         phase = "/".join(run.curriculum.phase_names().values()) or "train"
         run.console.progress(phase, c.step, run.total_steps, window.steps / max(

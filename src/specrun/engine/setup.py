@@ -42,6 +42,7 @@ class Counters:
     micro: int = 0  # micro-batches consumed: the data position
     skipped: int = 0
     consecutive_skips: int = 0
+    skipped_micro: int = 0  # micro-batches dropped under nonfinite.scope micro_batch
     segment: int = 0  # 0 for the first launch, +1 for each resume
 
 
