@@ -64,8 +64,13 @@ def test_sha256_smoke_beats_the_copy_baseline(tmp_path):
     run_dir = tmp_path / "sha"
     done = _smoke("sha256_bitnet", run_dir)
     assert done.returncode == 0, done.stdout + done.stderr
-    acc = _column(run_dir, "train.bit_accuracy")
-    assert max(acc[-5:]) > 0.875, acc  # copying the 192 shifted bits and guessing the rest gives 0.875
+    # Copying the 192 shifted bits and guessing the 64 new ones gives 0.875 bit accuracy and 0.5 on
+    # the new (non-shift) words. Over the last 10 log rows (100 steps) the smoke run measured 0.8785
+    # and 0.514; one row's noise is about 0.003, so these margins are not luck.
+    bits = _column(run_dir, "train.bit_accuracy")[-10:]
+    new_words = _column(run_dir, "train.nonshift_accuracy")[-10:]
+    assert sum(bits) / len(bits) > 0.8765, bits
+    assert sum(new_words) / len(new_words) > 0.506, new_words
 
 
 def _last_validation(run_dir: Path) -> dict:

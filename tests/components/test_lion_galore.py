@@ -143,6 +143,29 @@ def test_galore_adamw_without_projection_matches_torch_adamw():
         assert torch.allclose(pa, pb, atol=1e-6)
 
 
+def test_galore_adamw_projected_steps_match_the_definition():
+    """Two steps with the projection on: AdamW's moments live in the rank-2 space of the first
+    gradient's projector (refreshed every 5 steps), the update is projected back and scaled."""
+    torch.manual_seed(5)
+    p = nn.Parameter(torch.randn(10, 6))
+    grads = [torch.randn(10, 6), torch.randn(10, 6)]
+    lr, (b1, b2), eps, wd, scale = 0.01, (0.9, 0.99), 1e-8, 0.1, 0.25
+    opt = GaLoreAdamW([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd,
+                      galore={"rank": 2, "update_every": 5, "scale": scale})
+    expected = p.detach().clone()
+    proj, side = G.make_projector(grads[0], 2)
+    m = v = torch.zeros_like(G.project(grads[0], proj, side))  # [10, 2]: m >= n projects on the right
+    for t, g in enumerate(grads, 1):
+        p.grad = g.clone()
+        opt.step()
+        r = G.project(g, proj, side)
+        m, v = b1 * m + (1 - b1) * r, b2 * v + (1 - b2) * r * r
+        update = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        expected = expected * (1 - lr * wd) - lr * scale * G.project_back(update, proj, side)
+        assert torch.allclose(p.detach(), expected, atol=1e-6), t
+    assert opt.state[p]["exp_avg"].shape == (10, 2)  # the moments are low-rank: the projection was on
+
+
 def _net():
     torch.manual_seed(4)
     return nn.Sequential(nn.Linear(12, 20), nn.GELU(), nn.Linear(20, 16), nn.LayerNorm(16), nn.Linear(16, 2))
