@@ -436,8 +436,12 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
     if validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         where = f"in {label(loc.data, path)}" if path else "in the spec"
-        return [Diagnostic("E204", f"missing setting '{missing}' {where}", loc.span(path, key=True),
-                           _required_hint(missing))]
+        hint = _required_hint(missing)
+        if missing == "type" and path and isinstance(path[-1], str):  # `precision.loss_scale` with no precision
+            choices = (_resolve(err.schema, root).get("properties", {}).get("type") or {}).get("enum") or []
+            hint = f"name it first: `{path[-1]} {choices[0] if choices else 'NAME'} {{ ... }}`" + (
+                f" (one of {', '.join(choices)})" if choices else "")
+        return [Diagnostic("E204", f"missing setting '{missing}' {where}", loc.span(path, key=True), hint)]
     if validator == "type":
         expected = _type_words(err.validator_value)
         if isinstance(value, Qty) and any(t in SPEC_TYPES for t in
@@ -837,9 +841,10 @@ def _check_call(node: s.Call, phase_names: set[str]) -> list[Diagnostic]:
         want = fn.min_args if fn.min_args == fn.max_args else f"{fn.min_args} to {fn.max_args}"
         out.append(Diagnostic("E404", f"{node.name}() takes {want} argument(s), got {len(node.args)}",
                               node.span, fn.doc))
-    for key, value in node.kwargs:
+    for i, (key, value) in enumerate(node.kwargs):
         if key not in fn.kwargs:
-            out.append(Diagnostic("E404", f"{node.name}() has no argument '{key}'", value.span,
+            at = node.kwarg_spans[i] if i < len(node.kwarg_spans) else value.span
+            out.append(Diagnostic("E404", f"{node.name}() has no argument '{key}'", at,
                                   did_you_mean(key, fn.kwargs) or fn.doc))
     if node.args and fn.series_first:
         first = node.args[0]
@@ -919,7 +924,7 @@ def _fsdp_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
 def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
     out = []
     prec = _d(data.get("precision"))
-    if prec.get("loss_scale") == "dynamic" and prec.get("type") != "fp16":
+    if prec.get("loss_scale") == "dynamic" and prec.get("type") not in ("fp16", None):
         out.append(Diagnostic("E600", f"loss_scale dynamic only applies to fp16, not {describe(prec.get('type'))}",
                               loc.span(("precision", "loss_scale")),
                               "bf16 and fp32 have fp32's exponent range: drop loss_scale"))

@@ -182,6 +182,18 @@ class _BadToken(Exception):
         self.token, self.code, self.message, self.hint = token, code, message, hint
 
 
+class _Refused:
+    """Bad tokens met while building the syntax tree: all of them are reported, in order."""
+
+    items: list[_BadToken] | None = None  # None outside _build: refuse by raising
+
+
+def _refuse(bad: _BadToken) -> None:
+    if _Refused.items is None:
+        raise bad
+    _Refused.items.append(bad)
+
+
 def _number(text: str, tok: Token | None = None) -> int | float:
     plain = text.replace("_", "")
     try:
@@ -189,8 +201,9 @@ def _number(text: str, tok: Token | None = None) -> int | float:
     except ValueError:  # more digits than int() accepts (sys.get_int_max_str_digits)
         value = float("inf")
     if value in (float("inf"), float("-inf")):
-        raise _BadToken(tok, "E203", f"number {text[:40]}{'...' if len(text) > 40 else ''} is too large",
-                        "numbers must fit a 64-bit float (at most about 1.8e308)")
+        _refuse(_BadToken(tok, "E203", f"number {text[:40]}{'...' if len(text) > 40 else ''} is too large",
+                          "numbers must fit a 64-bit float (at most about 1.8e308)"))
+        return 0
     return value
 
 
@@ -207,8 +220,8 @@ def _name(tok: Token) -> str:
     """One part of a key or name; reserved words are refused wherever the lexer let them through."""
     text = str(tok)
     if text in RESERVED:
-        raise _BadToken(tok, "E107", f"'{text}' is a reserved word and cannot be used as a name",
-                        f"reserved words: {', '.join(sorted(RESERVED))}")
+        _refuse(_BadToken(tok, "E107", f"'{text}' is a reserved word and cannot be used as a name",
+                          f"reserved words: {', '.join(sorted(RESERVED))}"))
     return text
 
 
@@ -292,7 +305,7 @@ def _r_call(kids, span, path):
     name, args = _name(kids[0]), [k for k in kids[1:] if not isinstance(k, Token)]
     pos = tuple(a for a in args if not isinstance(a, tuple))
     kw = tuple(a for a in args if isinstance(a, tuple))
-    return s.Call(name, pos, kw, span)
+    return s.Call(name, pos, tuple((k, v) for k, v, _ in kw), span, tuple(at for _, _, at in kw))
 
 
 def _r_binop(kids, span, path):
@@ -319,7 +332,7 @@ _RULES = {
     "range": lambda kids, span, path: s.Range(kids[0], kids[-1], span),
     "ref": lambda kids, span, path: s.Ref(_names(kids), span),
     "call": _r_call,
-    "kwarg": lambda kids, span, path: (_name(kids[0]), kids[-1]),
+    "kwarg": lambda kids, span, path: (_name(kids[0]), kids[-1], _span(path, kids[0])),
     "or_": lambda kids, span, path: s.BinOp("or", kids[0], kids[-1], span),
     "and_": lambda kids, span, path: s.BinOp("and", kids[0], kids[-1], span),
     "not_": lambda kids, span, path: s.Not(kids[-1], span),
@@ -427,11 +440,15 @@ def _run(text: str, path: str, start: str):
         finally:
             found, _comments.items = _comments.items, []
         comments = tuple(s.Comment(str(t).rstrip(), t.line, t.column) for t in found)
+    _Refused.items = []
     try:
         items = _build(tree, path)
-    except _BadToken as bad:
-        raise SpecError([Diagnostic(bad.code, bad.message, _span(path, bad.token), bad.hint)],
-                        {path: text}) from None
+        refused = _Refused.items
+    finally:
+        _Refused.items = None
+    if refused:
+        diags = [Diagnostic(bad.code, bad.message, _span(path, bad.token), bad.hint) for bad in refused]
+        raise SpecError(sorted(diags, key=lambda d: (d.span.line, d.span.col)), {path: text})
     _check_depth(items, text, path)
     return items, comments
 

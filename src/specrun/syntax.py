@@ -8,7 +8,7 @@ equality regardless of layout: the formatter's proof of equivalence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Union
 
 
@@ -105,6 +105,7 @@ class Call:
     args: tuple["Expr", ...]
     kwargs: tuple[tuple[str, "Expr"], ...]
     span: Span
+    kwarg_spans: tuple[Span, ...] = field(default=(), compare=False)  # where each keyword's name is
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def shape(node):
     if isinstance(node, Document):
         return ("Document", shape(node.items))
     if is_dataclass(node):
-        skip = {"span", "key_span", "text"}
+        skip = {"span", "key_span", "text", "kwarg_spans"}
         return (type(node).__name__,) + tuple(
             shape(getattr(node, f.name)) for f in fields(node) if f.name not in skip
         )
