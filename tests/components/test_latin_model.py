@@ -94,6 +94,43 @@ def test_gradient_checkpointing_gives_equal_grads(ctx):
         torch.testing.assert_close(on[name], off[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def _bytes_held_for_backward(model, batch) -> int:
+    """Storages autograd keeps from the forward pass for backward (bench/latin_gradckpt.py's measure):
+    every tensor packed by autograd plus, with checkpointing, the block inputs it recomputes from
+    (inside a non-reentrant checkpoint its own hooks replace ours, so those are counted here)."""
+    seen: dict[int, int] = {}
+
+    def keep(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+
+    def pre_hook(module, inputs):
+        if model.stack.gradient_checkpointing:
+            for t in inputs:
+                if isinstance(t, torch.Tensor):
+                    keep(t)
+
+    handles = [b.register_forward_pre_hook(pre_hook) for b in model.stack.blocks]
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: keep(t) or t, lambda t: t):
+        logits = model(batch)["logits"]
+    for h in handles:
+        h.remove()
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten()).backward()
+    return sum(seen.values())
+
+
+def test_gradient_checkpointing_holds_far_less_for_backward(ctx):
+    """The document's criterion: checkpointing lowers activation memory by more than 25%."""
+    task = build_task({"sizes": [8, 8], "pool_size": 8}, ctx)
+    batch = next(task.train_batches(0))
+    model = _model(ctx, task, width=64, depth=4)
+    model.set_gradient_checkpointing(False)
+    off = _bytes_held_for_backward(model, batch)
+    model.set_gradient_checkpointing(True)
+    on = _bytes_held_for_backward(model, batch)
+    assert on < 0.75 * off, (on, off)
+
+
 def test_decoder_fills_every_blank_keeps_givens_and_uses_the_alphabet(ctx):
     task = build_task({"sizes": [3, 8], "modes": ["standard", "zero_inclusive", "negative"],
                        "fill": [0.0, 0.4], "pool_size": 8}, ctx)

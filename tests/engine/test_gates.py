@@ -498,3 +498,29 @@ def test_the_loop_promotes_one_phase_per_step_on_validation_steps_too(tmp_path, 
     assert run_inproc(write_spec(tmp_path, spec), run_dir).code == 0
     # b's gate already holds when b begins: it promotes on the next step, as on any other step
     assert [(e["step"], e["old"], e["new"]) for e in events(run_dir, "phase")] == [(2, "a", "b"), (3, "b", "c")]
+
+
+# ---- the keenkenning spec's own gates: the document's four kinds of transition ---------------------
+
+def test_keenkenning_transitions_epoch_loss_valid_rate_and_combined():
+    from .conftest import ROOT
+
+    _, plan = load_plan(ROOT / "specs" / "keenkenning.train")
+    history, cur = History(*window_sizes(_all_gates(plan))), Curriculum(plan.axes)
+    ctx, per_epoch, moved = history.context, 100, []  # 100 steps an epoch (accumulate 1)
+    val_at = {250: (0.45, 0.1), 300: (0.45, 0.85), 350: (0.35, 0.6), 400: (0.35, 0.75)}
+    for step in range(1, 1601):
+        history.record_all("train", {"loss": 1.0, "cell_accuracy": 0.5})
+        if step % 50 == 0:
+            loss, rate = val_at.get(step, (0.6, 0.0))
+            history.record_all("val", {"loss": loss, "valid_grid_rate": rate})
+        ctx.scalars.update(step=step, epoch=step / per_epoch)
+        moved += [(step, p.axis, p.new) for p in cur.check(ctx, step, step, per_epoch)]
+    assert moved == [
+        (250, "fill", "medium"),  # loss-based: val.loss < 0.5
+        (300, "fill", "hard"),  # valid-rate-based, on a validation of its own phase
+        (400, "fill", "expert"),  # combined: at 350 the loss held and the rate did not
+        (500, "size", "n8"),  # epoch-based: phase.epochs >= 5
+        (1000, "size", "n12"),
+        (1500, "mode", "zero_inclusive"),  # epoch-based: epoch >= 15
+    ]
