@@ -78,3 +78,9 @@ def test_pip_install_without_torch(tmp_path):
     fmt = subprocess.run([str(specrun), "fmt", "--check", *specs], cwd=work, env=env, capture_output=True,
                          text=True, timeout=120)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+    # the reference specs ship in the wheel: `new --from` works in an empty folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _run([specrun, "new", "mine", "--from", "savant", "-o", "mine.train"], empty, env)
+    assert "spec mine" in (empty / "mine.train").read_text(encoding="utf-8")

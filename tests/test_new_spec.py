@@ -86,7 +86,7 @@ def test_bad_name_and_unknown_reference(workdir):
     with pytest.raises(NewSpecError, match="not a spec name"):
         new_spec("../escape", "ref_rule")
     result = CliRunner().invoke(new_command, ["x", "--from", "nosuch"])
-    assert result.exit_code == 1 and "known: ref_rule" in result.output
+    assert result.exit_code == 1 and "ref_rule" in result.output and "savant" in result.output
     assert not (workdir / "specs" / "x.train").exists()
 
 

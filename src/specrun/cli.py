@@ -32,11 +32,9 @@ def _spec_paths(paths, suffix=".train") -> list[str]:
 
 
 def _complete_specs(ctx, param, incomplete):
-    from click.shell_completion import CompletionItem
+    from specrun.commands import _items, _train_files
 
-    base = Path(incomplete).parent if incomplete else Path(".")
-    candidates = list(base.glob("*.train")) + list(Path("specs").glob("*.train"))
-    return [CompletionItem(str(p)) for p in sorted(set(candidates)) if str(p).startswith(incomplete)]
+    return _items(_train_files(incomplete), incomplete)
 
 
 def _complete_profiles(ctx, param, incomplete):

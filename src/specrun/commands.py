@@ -24,9 +24,12 @@ def _items(values, incomplete: str):
 
 
 def _train_files(incomplete: str) -> list[str]:
-    base = Path(incomplete).parent if incomplete else Path(".")
-    found = list(base.glob("*.train")) + list(Path("specs").glob("*.train"))
-    return [str(p) for p in found]
+    """.train files in the folder being typed (and specs/), and its sub-folders to go down into."""
+    base = Path(incomplete) if incomplete.endswith("/") else (Path(incomplete).parent if incomplete else Path("."))
+    found = [str(p) for p in list(base.glob("*.train")) + list(Path("specs").glob("*.train"))]
+    if base.is_dir():
+        found += [f"{p}/" for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))]
+    return found
 
 
 def _base(ctx) -> Path:

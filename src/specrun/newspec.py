@@ -19,9 +19,26 @@ class NewSpecError(RuntimeError):
 
 
 def reference_specs(specs_dir: str | Path = "specs") -> dict[str, Path]:
-    """Reference specs by file stem: ``specs/savant.train`` -> ``savant``."""
-    d = Path(specs_dir)
-    return {p.stem: p for p in sorted(d.glob("*.train"))} if d.is_dir() else {}
+    """Reference specs by file stem: ``specs/savant.train`` -> ``savant``.
+
+    The project's ``specs_dir`` first; then the five reference specs specrun ships
+    (in the wheel, or the checkout's ``specs/``), so ``specrun new x --from savant``
+    works in any folder.
+    """
+    found: dict[str, Path] = {}
+    for d in (_shipped_specs(), Path(specs_dir)):  # the project's own win on a clash
+        if d is not None and d.is_dir():
+            found.update({p.stem: p for p in sorted(d.glob("*.train"))})
+    return found
+
+
+def _shipped_specs() -> Path | None:
+    from specrun.resources import resource_dir
+
+    try:
+        return resource_dir("specs")
+    except FileNotFoundError:
+        return None
 
 
 def find_reference(ref: str, specs_dir: str | Path = "specs") -> Path:

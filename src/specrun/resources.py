@@ -1,6 +1,6 @@
-"""Where the grammar and schemas live, installed or in a checkout.
+"""Where the grammar, schemas and reference specs live, installed or in a checkout.
 
-``grammar/`` and ``schemas/`` at the top of the repository are the single
+``grammar/``, ``schemas/`` and ``specs/`` at the top of the repository are the single
 source of truth. A wheel carries copies under ``specrun/_data/`` (see
 pyproject's force-include); an editable install or a plain checkout reads the
 top-level folders directly.
