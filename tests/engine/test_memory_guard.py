@@ -82,7 +82,8 @@ def test_still_over_after_every_action():
     assert report.actions == actions and report.still_over and report.used_after == 2000
     assert f.sleeps == [0.5] and f.emptied == 1
     assert "saving and stopping" in f.said[-1]
-    assert [s.split("] ")[1].split(" ")[0] for s in f.said] == ["RAM", "collected", "emptied", "pausing", "still"]
+    assert [s.split("] ")[1].split(" ")[0] for s in f.said] == ["RAM", "collected", "emptied", "pausing",
+                                                                 "rechecked:", "still"]
 
 
 def test_a_run_over_its_limit_records_each_guard_action(tmp_path, monkeypatch, capsys):
@@ -92,19 +93,28 @@ def test_a_run_over_its_limit_records_each_guard_action(tmp_path, monkeypatch, c
     out = run_inproc(spec, run_dir, quiet=False)
     assert out.code == 0, out.message  # still_over defaults to continue
     guard = events(run_dir, "memory_guard")
-    assert [e["step"] for e in guard] == [2, 4, 6]
-    for e in guard:
-        assert e["actions"] == ACTIONS and e["still_over"] is True
-        assert e["used_gb"] > 0.001 and e["after_gb"] > 0.001
+    # each action is an event: over the limit, the spec's actions in order, still over at the end
+    per_check = ["over"] + ACTIONS + ["still_over"]
+    assert [e["step"] for e in guard] == [2] * 6 + [4] * 6 + [6] * 6
+    assert [e["action"] for e in guard] == per_check * 3
+    assert all(e["used_gb"] > 0.001 for e in guard if e["action"] in ("over", "recheck", "still_over"))
     err = capsys.readouterr().err.splitlines()
     lines = [line for line in err if line.startswith("[memory guard]")]
-    # per check, in order: over the limit, collected, (recheck: silent) pausing, still over
+    # and a console line each, in the same order
     starts = [line.split("] ", 1)[1].split(" ")[0] for line in lines]
-    assert starts == ["RAM", "collected", "pausing", "still"] * 3
-    assert all("(process)" in line for line in lines[::4])
-    assert all(line == "[memory guard] pausing 0.01s to let memory drain" for line in lines[2::4])
+    assert starts == ["RAM", "collected", "rechecked:", "pausing", "rechecked:", "still"] * 3
+    assert all("(process)" in line for line in lines[::6])
+    assert all(line == "[memory guard] pausing 0.01s to let memory drain" for line in lines[3::6])
     assert all(line.endswith("; continuing") and "collect_garbage, recheck, pause, recheck" in line
-               for line in lines[3::4])
+               for line in lines[5::6])
+
+
+def test_a_ram_limit_without_check_every_is_still_guarded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    memory = MEMORY.replace("  check_every 2 steps\n", "")
+    spec = write_spec(tmp_path, FAST_SPEC.replace("max_steps 12", "max_steps 20") + memory)
+    assert run_inproc(spec, tmp_path / "run").code == 0
+    assert sorted({e["step"] for e in events(tmp_path / "run", "memory_guard")}) == [10, 20]  # every 10 steps
 
 
 def test_still_over_save_and_stop_ends_the_run(tmp_path, monkeypatch):
@@ -114,10 +124,11 @@ def test_still_over_save_and_stop_ends_the_run(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     out = run_inproc(spec, run_dir)
     assert (out.status, out.code, out.step) == ("failed", 1, 2)
-    assert out.message.startswith("memory guard: RAM still") and "saved and stopped" in out.message
+    assert out.message.startswith("memory guard: RAM at") and "still over the 1 MB limit; saved and stopped" \
+        in out.message
     finals = [e for e in index_entries(run_dir) if e["kind"] == "final"]
     assert [(e["file"], e["step"]) for e in finals] == [("final.pt", 2)]
-    assert events(run_dir, "memory_guard")[0]["still_over"] is True
+    assert events(run_dir, "memory_guard")[-1]["then"] == "save_and_stop"
     assert events(run_dir, "end")[0]["status"] == "failed"
 
 

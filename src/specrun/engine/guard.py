@@ -46,7 +46,6 @@ class MemoryGuard:
     def __init__(self, settings: dict, empty_cache, sleep=time.sleep, measure=used_bytes):
         self.limit = settings.get("ram_limit")
         self.scope = settings.get("scope", "system")
-        self.every = settings.get("check_every") or 10
         self.actions = settings.get("actions", [])
         self.pause = settings.get("pause", 30.0)
         self.still_over_action = settings.get("still_over", "continue")
@@ -58,34 +57,45 @@ class MemoryGuard:
     def active(self) -> bool:
         return bool(self.limit)
 
-    def due(self, step: int) -> bool:
-        return self.active and step % self.every == 0
+    def check(self, say, event=None) -> GuardReport:
+        """Measure; when over the limit, take the actions in order, each a console line and an event.
 
-    def check(self, say) -> GuardReport:
+        ``event(action, **fields)`` records one action (the run's events.jsonl); the
+        actions are ``over``, the spec's actions, and ``still_over`` at the end.
+        """
         used = self._measure(self.scope)
         if used <= self.limit:
             return GuardReport(False, used, used)
-        say(f"[memory guard] RAM {format_bytes(used)} over the {format_bytes(self.limit)} limit ({self.scope})")
+
+        def tell(action: str, line: str, **fields) -> None:
+            say(f"[memory guard] {line}")
+            if event is not None:
+                event(action, **fields)
+
+        tell("over", f"RAM at {format_bytes(used)}, over the {format_bytes(self.limit)} limit ({self.scope})",
+             used_gb=used / GB, limit_gb=self.limit / GB, scope=self.scope)
         report = GuardReport(True, used, used)
         for action in self.actions:
             report.actions.append(action)
             if action == "collect_garbage":
                 gc.collect()
-                say("[memory guard] collected garbage")
+                tell(action, "collected garbage")
             elif action == "empty_cache":
                 self._empty_cache()
-                say("[memory guard] emptied device caches")
+                tell(action, "emptied device caches")
             elif action == "pause":
-                say(f"[memory guard] pausing {self.pause:g}s to let memory drain")
+                tell(action, f"pausing {self.pause:g}s to let memory drain", seconds=self.pause)
                 self._sleep(self.pause)
             elif action == "recheck":
                 report.used_after = self._measure(self.scope)
                 if report.used_after <= self.limit:
-                    say(f"[memory guard] cooled down to {format_bytes(report.used_after)}")
+                    tell(action, f"cooled down to {format_bytes(report.used_after)}", used_gb=report.used_after / GB)
                     return report
+                tell(action, f"rechecked: still at {format_bytes(report.used_after)}", used_gb=report.used_after / GB)
         report.used_after = self._measure(self.scope)
         report.still_over = report.used_after > self.limit
         if report.still_over:
-            say(f"[memory guard] still {format_bytes(report.used_after)} after {', '.join(self.actions)}; "
-                f"{'saving and stopping' if self.still_over_action == 'save_and_stop' else 'continuing'}")
+            tell("still_over", f"still at {format_bytes(report.used_after)} after {', '.join(self.actions)}; "
+                 f"{'saving and stopping' if self.still_over_action == 'save_and_stop' else 'continuing'}",
+                 used_gb=report.used_after / GB, then=self.still_over_action)
         return report

@@ -465,14 +465,11 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
 
         # 7. memory guard
         if _due(every, "memory", c.step, epoch_done) and run.guard.active:
-            report = run.guard.check(run.console.say)
-            if report.over:
-                run.dir.event("memory_guard", c.step, used_gb=report.used_before / GB,
-                              after_gb=report.used_after / GB, actions=report.actions,
-                              still_over=report.still_over)
+            report = run.guard.check(run.console.say, lambda action, **fields: run.dir.event(
+                "memory_guard", c.step, action=action, **fields))
             if report.still_over and run.guard.still_over_action == "save_and_stop":
                 _save(run, "final")
-                raise RunFailed(f"memory guard: RAM still {format_bytes(report.used_after)} over the "
+                raise RunFailed(f"memory guard: RAM at {format_bytes(report.used_after)}, still over the "
                                 f"{format_bytes(run.guard.limit)} limit; saved and stopped")
 
         # 7b. epoch boundary: peak memory of the epoch (keenkenning's Phase 4.3)

@@ -112,6 +112,9 @@ def _all_gates(plan: Plan):
     return gates
 
 
+DEFAULT_GUARD_EVERY = 10  # steps between memory checks when the spec gives a ram_limit alone
+
+
 def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None) -> dict:
     st = plan.settings
     out = {}
@@ -128,9 +131,12 @@ def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None)
         if not isinstance(steps, int):
             raise SetupError(f"{section}.every {value}: this task has no epochs to count")
         out[section] = max(1, steps)
-    guard = (st.get("memory") or {}).get("check_every")
+    memory = st.get("memory") or {}
+    guard = memory.get("check_every")
     if guard is not None:
         out["memory"] = max(1, resolve_span(guard, total, steps_per_epoch and round(steps_per_epoch)))
+    elif memory.get("ram_limit"):
+        out["memory"] = DEFAULT_GUARD_EVERY  # a limit with no check_every is still guarded
     return out
 
 
