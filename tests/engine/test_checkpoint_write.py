@@ -123,7 +123,11 @@ def test_a_run_whose_checkpoint_write_fails_exits_1(tmp_path, monkeypatch):
             raise _enospc()
         torch.save(state, fh)
 
-    monkeypatch.setattr(setup_mod, "Checkpointer", lambda *a, **k: Checkpointer(*a, save=flaky, **k))
+    class Flaky(Checkpointer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, save=flaky, **k)
+
+    monkeypatch.setattr(setup_mod, "Checkpointer", Flaky)
     run_dir = tmp_path / "run"
     spec = write_spec(tmp_path, FAST_SPEC)  # a checkpoint every 4 steps: step 4 is written, step 8 fails
     result = CliRunner().invoke(main, ["run", str(spec), "--run-dir", str(run_dir), "--quiet"])

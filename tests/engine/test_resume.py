@@ -99,17 +99,27 @@ def test_on_interrupt_none_does_not_save(tmp_path, monkeypatch, signal_at):
 
 # ---- damaged checkpoints ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("damage", ["truncate", "zeros"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch, signal_at, capsys,
-                                                                 reference, damage):
+def _interrupted_at_6(tmp_path, monkeypatch, signal_at):
+    """A run stopped by SIGINT at step 6: step_4.pt and final.pt (step 6). Returns (spec, run_dir)."""
     monkeypatch.chdir(tmp_path)
     spec = write_spec(tmp_path, FAST_SPEC)
     run_dir = tmp_path / "run"
     signal_at(6, signal.SIGINT)
-    assert run_inproc(spec, run_dir).code == 130  # step_4.pt and final.pt (step 6)
+    assert run_inproc(spec, run_dir).code == 130
+    return spec, run_dir
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zeros", "flip"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch, signal_at, capsys,
+                                                                 reference, damage):
+    spec, run_dir = _interrupted_at_6(tmp_path, monkeypatch, signal_at)
     final = run_dir / "checkpoints" / "final.pt"
     size = final.stat().st_size
-    final.write_bytes(final.read_bytes()[: size // 3] if damage == "truncate" else b"\x00" * size)
+    data = bytearray(final.read_bytes())
+    if damage == "flip":  # same size, still a valid zip: only the index's CRC-32 can tell
+        data[size // 2: size // 2 + 64] = bytes(b ^ 0xFF for b in data[size // 2: size // 2 + 64])
+    final.write_bytes(bytes(data[: size // 3]) if damage == "truncate" else b"\x00" * size
+                      if damage == "zeros" else bytes(data))
     capsys.readouterr()
 
     out = run_inproc(spec, run_dir, quiet=False)
@@ -124,6 +134,23 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkey
     assert "warning: checkpoint final.pt cannot be loaded" in err
     assert "resumed from" in err and "step_4.pt at step 4" in err
     expected = _weights(reference)  # steps 5 and 6 were trained again, identically
+    for k, w in _weights(run_dir).items():
+        assert torch.equal(w, expected[k]), k
+
+
+def test_a_damaged_index_is_rebuilt_from_the_files(tmp_path, monkeypatch, signal_at, reference):
+    spec, run_dir = _interrupted_at_6(tmp_path, monkeypatch, signal_at)
+    index = run_dir / "checkpoints" / "index.json"
+    index.write_text('{"checkpoints": [{"file": "step_4.pt"')  # cut off mid-write by something else
+    out = run_inproc(spec, run_dir)
+    assert out.code == 0, out.message
+    (warning,) = [e["message"] for e in events(run_dir, "warning")]
+    assert "was damaged" in warning and "rebuilt it from the 2 checkpoint file(s)" in warning
+    assert events(run_dir, "resume")[0]["step"] == 6  # final.pt, found again
+    assert list((run_dir / "checkpoints").glob("index.json.damaged-*"))  # the old one is kept
+    kinds = {e["file"]: e["kind"] for e in json.loads(index.read_text())["checkpoints"]}
+    assert kinds["final.pt"] == "final"  # never taken for a regular one and rotated away
+    expected = _weights(reference)
     for k, w in _weights(run_dir).items():
         assert torch.equal(w, expected[k]), k
 

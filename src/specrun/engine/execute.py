@@ -81,7 +81,11 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[Run
                               + "\nresume anyway with --allow-spec-change, or start fresh with --new")
         say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
         _record_spec_change(run_dir, plan, spec_data, lines)
-    has_checkpoint = bool(Checkpointer(path / ck_dir, 1, "", None, "").candidates())
+    def warn(message: str) -> None:
+        say(f"warning: {message}")
+        run_dir.event("warning", 0, message=message)
+
+    has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"]).candidates(warn))
     return run_dir, (path / ck_dir) if has_checkpoint else None
 
 
@@ -249,7 +253,7 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
 
     if resume_from.is_dir():
         found = run.checkpointer.load_latest(warn) if resume_from == run.checkpointer.dir else \
-            Checkpointer(resume_from, 1, "", None, "").load_latest(warn)
+            Checkpointer.from_settings(resume_from, ck).load_latest(warn)
         if found is None:
             raise CheckpointError(f"no loadable checkpoint in {resume_from}")
         state, path = found

@@ -175,7 +175,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         best = ck.get("best") or {}
         if best:
             needs[0].setdefault(best["metric"], 1)  # the best checkpoint reads its metric's history
-        checkpointer = Checkpointer(run_dir.checkpoints, ck["keep"], ck["name"], best.get("name"), ck["final"])
+        checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck)
         guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
         every = _resolve_every(plan, total, steps_per_epoch)
     except BaseException:
