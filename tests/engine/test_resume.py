@@ -97,6 +97,42 @@ def test_on_interrupt_none_does_not_save(tmp_path, monkeypatch, signal_at):
     assert not (tmp_path / "run" / "checkpoints" / "final.pt").exists()
 
 
+def test_log_rows_after_a_resume_average_the_same_steps(tmp_path, monkeypatch, signal_at):
+    """Log every 4 steps, interrupted at step 6: the row at step 8 still averages steps 5-8."""
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC.replace("log { every 1 step }", "log { every 4 steps }"))
+    assert run_inproc(spec, tmp_path / "ref").code == 0
+    signal_at(6, signal.SIGINT)
+    assert run_inproc(spec, tmp_path / "run").code == 130
+    assert run_inproc(spec, tmp_path / "run").code == 0
+    _, ref_rows = csv_rows(tmp_path / "ref" / "metrics.csv")
+    _, rows = csv_rows(tmp_path / "run" / "metrics.csv")
+    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows] == ["4", "8", "12"]
+    for mine, theirs in zip(rows, ref_rows):
+        assert (mine["train.loss"], mine["train.grad_norm"]) == (theirs["train.loss"], theirs["train.grad_norm"])
+
+
+def test_an_accepted_spec_change_to_the_optimizer_takes_effect(tmp_path, monkeypatch, signal_at):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC)
+    signal_at(6, signal.SIGINT)
+    assert run_inproc(spec, tmp_path / "run").code == 130
+    changed = write_spec(tmp_path, FAST_SPEC.replace("optimizer adamw { lr 0.01 }",
+                                                     "optimizer adamw { lr 0.001; weight_decay 0.5 }"))
+    seen = {}
+    original = execute_mod.restore
+
+    def restore(run, *args):
+        original(run, *args)
+        seen.update(run.optimizer.param_groups[0])
+
+    monkeypatch.setattr(execute_mod, "restore", restore)
+    assert run_inproc(changed, tmp_path / "run", allow_spec_change=True).code == 0
+    assert seen["weight_decay"] == 0.5 and seen["lr"] == pytest.approx(0.001)
+    _, rows = csv_rows(tmp_path / "run" / "metrics.csv")
+    assert {r["train.lr"] for r in rows if int(r["step"]) > 6} == {"0.001"}  # not the checkpoint's 0.01
+
+
 # ---- damaged checkpoints ------------------------------------------------------------------------------
 
 def _interrupted_at_6(tmp_path, monkeypatch, signal_at):

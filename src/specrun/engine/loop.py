@@ -26,6 +26,7 @@ from specrun.engine.checkpoint import CheckpointError
 from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
+from specrun.engine.window import Window
 from specrun.fmt import format_expr
 
 
@@ -276,32 +277,6 @@ def _final_expectations(run: Run) -> None:
 
 # ---- logging --------------------------------------------------------------------------------
 
-class Window:
-    """Train metrics averaged over the steps since the last log row, and throughput."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}  # per metric: task metrics may be computed on log steps only
-        self.count = 0
-        self.tokens = 0  # input tokens (or samples) consumed: batch shapes, no device sync
-        self.started = time.perf_counter()
-        self.steps = 0
-
-    def add(self, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-            self.counts[k] = self.counts.get(k, 0) + 1
-        self.count += 1
-        self.steps += 1
-
-    def take(self) -> tuple[dict[str, float], float, float]:
-        means = {k: v / self.counts[k] for k, v in self.sums.items()}
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rates = (self.steps / elapsed, self.tokens / elapsed)
-        self.__init__()
-        return means, *rates
-
-
 def _due(every: dict, section: str, step: int, epoch_done: int | None) -> bool:
     """Whether `section.every` falls on this step: N steps, or the step that completes every Nth epoch."""
     n = every.get(section)
@@ -384,7 +359,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
             run.model.set_switch(sw.name, run.switch_state[key])
     run.batches = run.task.train_batches(c.micro)
     run.train_model.train()
-    window = Window()
+    window = run.window  # saved in checkpoints: a resumed run's first row averages what it would have
     key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
     epoch_seen = c.micro // run.per_epoch if run.per_epoch else 0
 
@@ -476,13 +451,13 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         if epoch_done is not None:
             _epoch_report(run, epoch_done)
 
-        # 8. checkpoint
+        # 8. log row, then checkpoint: a kill between the two must not lose the row
+        if val is not None or (window.count and _due(every, "log", c.step, epoch_done)):
+            _log_row(run, window, val, extra_log)
         if _due(every, "checkpoint", c.step, epoch_done):
             _save(run, "regular")
 
-        # 9. log and console
-        if val is not None or (window.count and _due(every, "log", c.step, epoch_done)):
-            _log_row(run, window, val, extra_log)
+        # 9. console
         phase = "/".join(run.curriculum.phase_names().values()) or "train"
         run.console.progress(phase, c.step, run.total_steps, window.steps / max(
             time.perf_counter() - window.started, 1e-9), values["loss"],

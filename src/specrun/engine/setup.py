@@ -26,6 +26,7 @@ from specrun.engine.guard import MemoryGuard
 from specrun.engine.history import History, window_sizes
 from specrun.engine.rundir import RunDir
 from specrun.engine.schedule import build_scheduler
+from specrun.engine.window import Window
 from specrun.plan import Plan, resolve_span
 from specrun.values import Qty
 
@@ -67,6 +68,7 @@ class Run:
     per_epoch: int | None  # micro-batches per epoch
     every: dict  # "validation"/"checkpoint"/"log"/"memory" -> steps, or ("epochs", n)
     counters: Counters = field(default_factory=Counters)
+    window: Window = field(default_factory=Window)  # train metrics since the last log row
     switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
     best_value: float | None = None  # of checkpoint.best.metric, for best.pt
     expectations_checked: set = field(default_factory=set)  # indexes of `expect ... by` already judged

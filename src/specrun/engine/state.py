@@ -108,6 +108,7 @@ def snapshot(run: Run) -> dict:
         "scheduler": run.scheduler.state_dict(),
         "curriculum": run.curriculum.state_dict(),
         "history": run.history.state_dict(),
+        "window": run.window.state_dict(),
         "switches": dict(run.switch_state),
         "best_value": run.best_value,
         "expectations_checked": sorted(run.expectations_checked),
@@ -139,12 +140,20 @@ def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: 
         _load_model(run, state["model"])
     except RuntimeError as exc:
         raise ResumeRefused(f"the checkpoint's weights do not fit this model: {str(exc).splitlines()[0]}") from None
+    # What the spec says of each group (lr, betas, weight decay...): a checkpoint restores the
+    # values it was saved with, and a spec changed under --allow-spec-change must win.
+    spec_groups = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
+                   for g in run.optimizer.param_groups]
     try:
         saved_type = state.get("optimizer_type")
         if saved_type not in (None, run.plan.components["optimizer"]["type"]):
             raise ValueError(f"it belongs to optimizer {saved_type}")
         _load_optimizer(run, state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
+        for group, settings, base in zip(run.optimizer.param_groups, spec_groups, run.initial_lrs):
+            group.update(settings, initial_lr=base)
+        run.scheduler.base_lrs = list(run.initial_lrs)
+        fast_forward(run.scheduler, state["counters"]["step"])  # this step's LR from the spec's base LR
     except (ValueError, KeyError, RuntimeError, IndexError) as exc:
         warn("optimizer_reset", f"optimizer/scheduler state does not fit this spec ({exc}); "
                                 "weights loaded, optimizer starts fresh")
@@ -153,6 +162,8 @@ def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: 
         run.precision.scaler.load_state_dict(state["scaler"])
     run.counters = Counters(**state["counters"])
     run.history.load_state_dict(state["history"])
+    if "window" in state:  # older checkpoints: the first row after a resume covers fewer steps
+        run.window.load_state_dict(state["window"])
     run.switch_state = dict(state.get("switches", {}))
     run.best_value = state.get("best_value")
     run.expectations_checked = set(state.get("expectations_checked", []))
