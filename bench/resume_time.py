@@ -97,9 +97,10 @@ def measure(spec: str, work: Path) -> dict:
     try:
         resumed = first = None
         while first is None:
+            ended = proc.poll() is not None  # read before the files: a run may end between the two
             resumed = resumed or _resume_event(run_dir)
             first = resumed and _first_row_after(run_dir, resumed)
-            if proc.poll() is not None:
+            if first is None and ended:
                 raise RuntimeError(f"{spec}: the resumed run ended (rc {proc.returncode}): {proc.stderr.read()}")
             time.sleep(0.01)
     finally:

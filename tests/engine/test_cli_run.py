@@ -147,3 +147,15 @@ def test_every_epoch_falls_on_the_step_that_completes_the_epoch(tmp_path, monkey
     assert [e["step"] for e in events(tmp_path / "run", "validation")] == [3, 5, 8, 10]
     saved = [(e["step"], e["file"]) for e in events(tmp_path / "run", "checkpoint") if e.get("kind") == "regular"]
     assert saved == [(3, "epoch_1.pt"), (5, "epoch_2.pt"), (8, "epoch_3.pt"), (10, "epoch_4.pt")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is supported on CUDA")
+def test_unsupported_precision_with_policy_error_fails_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC + "precision fp16 { on_unsupported error }\n")
+    result = _run(spec, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "failed: fp16 autocast needs a CUDA device; stopping, as precision.on_unsupported is error "
+        "(fallback would: this run computes in fp32 on cpu)")
+    assert not (tmp_path / "run" / "error.txt").exists()  # an expected failure, not a bug with a traceback

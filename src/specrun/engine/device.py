@@ -48,10 +48,11 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def _degrade(policy: str, notes: list[str], message: str) -> None:
+def _degrade(policy: str, notes: list[str], need: str, instead: str) -> None:
+    """``need`` cannot be had here: stop (policy error), or note what the run does ``instead``."""
     if policy == "error":
-        raise Unsupported(message + " (precision.on_unsupported is error)")
-    notes.append(message)
+        raise Unsupported(f"{need}; stopping, as precision.on_unsupported is error (fallback would: {instead})")
+    notes.append(f"{need}; {instead}")
 
 
 def setup_precision(settings: dict, device: torch.device) -> Precision:
@@ -61,10 +62,10 @@ def setup_precision(settings: dict, device: torch.device) -> Precision:
     compute = prec["type"]
     cuda = device.type == "cuda"
     if compute == "fp16" and not cuda:
-        _degrade(policy, notes, f"fp16 autocast needs a CUDA device; this run computes in fp32 on {device.type}")
+        _degrade(policy, notes, "fp16 autocast needs a CUDA device", f"this run computes in fp32 on {device.type}")
         compute = "fp32"
     if compute == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        _degrade(policy, notes, "this GPU has no bf16 support; computing in fp32")
+        _degrade(policy, notes, "this GPU has no bf16 support", "computing in fp32")
         compute = "fp32"
     weights = prec.get("weights", "fp32")
     scaler = None
@@ -90,7 +91,7 @@ def maybe_compile(model, settings: dict, device: torch.device, notes: list[str])
         return model
     policy = settings["precision"].get("on_unsupported", "fallback")
     if device.type != "cuda":
-        _degrade(policy, notes, f"torch.compile is enabled for CUDA runs only; running eagerly on {device.type}")
+        _degrade(policy, notes, "torch.compile is enabled for CUDA runs only", f"running eagerly on {device.type}")
         return model
     return torch.compile(model)
 

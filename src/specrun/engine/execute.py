@@ -17,6 +17,7 @@ from specrun import expr as ex
 from specrun import syntax as s
 from specrun.engine.checkpoint import Checkpointer, CheckpointError, load_file
 from specrun.engine.console import Console
+from specrun.engine.device import Unsupported
 from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
 from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, read_status, runs_root
 from specrun.engine.setup import SetupError, setup
@@ -212,7 +213,8 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
                            phases=run.curriculum.phase_names(), segment=run.counters.segment)
         run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
         outcome = _with_profiler(run, opts, lambda: train(run, interrupt, extra_csv(run)))
-    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, TensorBoardUnavailable) as exc:
+    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, TensorBoardUnavailable,
+            Unsupported) as exc:
         outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)
     except KeyboardInterrupt:
         outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",
