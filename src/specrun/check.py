@@ -991,9 +991,11 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
     for section, key in (("validation", "every"), ("checkpoint", "every"), ("log", "every"),
                          ("memory", "check_every")):
         every = _d(data.get(section)).get(key)
-        if isinstance(every, Qty) and every.dimension == "span" and every.value <= 0:
-            out.append(Diagnostic("E203", f"{section}.{key} must be more than 0, got {every}",
-                                  loc.value_span((section, key)), "how often: e.g. 500 steps, 1 epoch or 5%"))
+        for i, one in enumerate(every if isinstance(every, list) else [every]):
+            if isinstance(one, Qty) and one.dimension == "span" and one.value <= 0:
+                at = (section, key, i) if isinstance(every, list) else (section, key)
+                out.append(Diagnostic("E203", f"{section}.{key} must be more than 0, got {one}",
+                                      loc.value_span(at), "how often: e.g. 500 steps, 1 epoch or 5%"))
     for i, exp in enumerate(data.get("expect") if isinstance(data.get("expect"), list) else ()):
         by = exp.get("by") if isinstance(exp, dict) else None
         if isinstance(by, Qty) and by.dimension == "span" and by.value <= 0:

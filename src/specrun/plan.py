@@ -208,6 +208,9 @@ def build_plan(spec: Spec) -> Plan:
                          ("log", "every"), ("memory", "check_every")):
         if key in settings.get(section, {}):
             written = settings[section][key]
+            if isinstance(written, list):  # checkpoint.every [500 steps, 1 epoch]
+                settings[section][key] = [resolve_span(w, total) for w in written]
+                continue
             settings[section][key] = resolve_span(written, total)
             if isinstance(written, Qty) and written.span_unit == "%" and total:
                 resolved[f"{section}.{key}"] = f"{written} of {total:,} steps"

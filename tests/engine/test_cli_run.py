@@ -159,3 +159,14 @@ def test_unsupported_precision_with_policy_error_fails_in_one_line(tmp_path, mon
         "failed: fp16 autocast needs a CUDA device; stopping, as precision.on_unsupported is error "
         "(fallback would: this run computes in fp32 on cpu)")
     assert not (tmp_path / "run" / "error.txt").exists()  # an expected failure, not a bug with a traceback
+
+
+def test_checkpoints_every_n_steps_and_every_epoch(tmp_path, monkeypatch):
+    """checkpoint.every [4 steps, 1 epoch]: whichever comes first (epochs end at 3, 5, 8, 10)."""
+    monkeypatch.chdir(tmp_path)
+    spec = FAST_SPEC.replace("epoch_size 128", "epoch_size 40").replace(
+        "  every 4 steps\n  keep 2\n", "  every [4 steps, 1 epoch]\n  keep 10\n").replace("max_steps 12", "max_steps 10")
+    result = _run(write_spec(tmp_path, spec), "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    saved = [e["step"] for e in events(tmp_path / "run", "checkpoint") if e.get("kind") == "regular"]
+    assert saved == [3, 4, 5, 8, 10]

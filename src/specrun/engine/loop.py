@@ -280,6 +280,8 @@ def _final_expectations(run: Run) -> None:
 def _due(every: dict, section: str, step: int, epoch_done: int | None) -> bool:
     """Whether `section.every` falls on this step: N steps, or the step that completes every Nth epoch."""
     n = every.get(section)
+    if isinstance(n, list):
+        return any(_due({section: one}, section, step, epoch_done) for one in n)
     if isinstance(n, tuple):
         return epoch_done is not None and epoch_done % n[1] == 0
     return n is not None and step % n == 0
@@ -373,7 +375,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         # 1. forward/backward over the accumulated micro-batches. Task metrics cost a few
         # ops per micro-batch: computed every step only when a gate reads them, else on log steps.
         log_every = every.get("log", 1)
-        with_metrics = run.metrics_every_step or isinstance(log_every, tuple) or (c.step + 1) % log_every == 0
+        with_metrics = run.metrics_every_step or not isinstance(log_every, int) or (c.step + 1) % log_every == 0
         losses, metric_sums = [], {}
         for _ in range(run.plan.accumulate):
             batch = next(run.batches)

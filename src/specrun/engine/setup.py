@@ -66,7 +66,7 @@ class Run:
     guard: MemoryGuard
     total_steps: int | None
     per_epoch: int | None  # micro-batches per epoch
-    every: dict  # "validation"/"checkpoint"/"log"/"memory" -> steps, or ("epochs", n)
+    every: dict  # "validation"/"checkpoint"/"log"/"memory" -> steps, ("epochs", n), or a list of both
     counters: Counters = field(default_factory=Counters)
     window: Window = field(default_factory=Window)  # train metrics since the last log row
     switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
@@ -114,6 +114,17 @@ def _all_gates(plan: Plan):
     return gates
 
 
+def _trigger(section: str, value, total: int | None, steps_per_epoch: float | None):
+    """Steps between events, or ("epochs", n): at the step that completes every nth epoch."""
+    if isinstance(value, Qty) and value.span_unit == "epochs" and steps_per_epoch \
+            and float(value.value).is_integer():
+        return ("epochs", max(1, int(value.value)))  # 312.5 steps an epoch must not round to 312
+    steps = resolve_span(value, total, steps_per_epoch and max(1, round(steps_per_epoch)))
+    if not isinstance(steps, int):
+        raise SetupError(f"{section}.every {value}: this task has no epochs to count")
+    return max(1, steps)
+
+
 DEFAULT_GUARD_EVERY = 10  # steps between memory checks when the spec gives a ram_limit alone
 
 
@@ -124,15 +135,8 @@ def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None)
         value = (st.get(section) or {}).get("every")
         if value is None:
             continue
-        if isinstance(value, Qty) and value.span_unit == "epochs" and steps_per_epoch \
-                and float(value.value).is_integer():
-            # At the step that completes the epoch: 312.5 steps an epoch must not round to 312.
-            out[section] = ("epochs", max(1, int(value.value)))
-            continue
-        steps = resolve_span(value, total, steps_per_epoch and max(1, round(steps_per_epoch)))
-        if not isinstance(steps, int):
-            raise SetupError(f"{section}.every {value}: this task has no epochs to count")
-        out[section] = max(1, steps)
+        triggers = [_trigger(section, v, total, steps_per_epoch) for v in (value if isinstance(value, list) else [value])]
+        out[section] = triggers[0] if len(triggers) == 1 else triggers  # a list: whichever comes first
     memory = st.get("memory") or {}
     guard = memory.get("check_every")
     if guard is not None:
