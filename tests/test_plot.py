@@ -129,6 +129,17 @@ def test_figure_panels_promotions_thresholds(tmp_path):
     assert any("promote size.small: train.accuracy >= 0.75" in t.get_text() for t in accuracy.texts)
 
 
+def test_promotions_at_the_same_step_are_labelled_side_by_side(tmp_path):
+    path = make_run(tmp_path, "r1")
+    with open(path / "events.jsonl", "a") as fh:  # mode promotes at step 30 too, as size does
+        fh.write(json.dumps({"time": 2.5, "step": 30, "event": "phase", "axis": "mode", "old": "easy",
+                             "new": "hard", "values": {}}) + "\n")
+    fig, _ = build_figure([load(path)])
+    labels = [t for t in fig.axes[0].texts if "→" in t.get_text()]
+    assert sorted(t.get_text() for t in labels) == ["mode: easy→hard", "size: small→big"]
+    assert len({t.xyann for t in labels}) == 2  # offset from each other, not drawn on top
+
+
 def test_png_is_written_and_not_blank(tmp_path):
     a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b", loss_scale=1.5, promote_at=60)
     out, warnings = plot_runs([load(a), load(b)], tmp_path / "out" / "cmp.png")

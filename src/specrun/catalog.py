@@ -13,6 +13,7 @@ An entry::
      "impl": "specrun.components.sha256.task:build_task",
      "metrics": ["bit_accuracy", "accuracy"],          # tasks and models: the metrics they report
      "fsdp": true,                                     # optimizers: works on FSDP's sharded parameters
+     "aliases": ["other_name"],                        # more names for the same component
      "params": {"type": "object", "additionalProperties": false,
                 "properties": {"rounds": {"type": "integer", "minimum": 1, "default": 8}}}}
 
@@ -133,6 +134,8 @@ def catalog() -> dict[tuple[str, str], Component]:
     table: dict[tuple[str, str], Component] = {}
     for comp in _builtin_entries() + _plugin_entries():
         table[(comp.kind, comp.name)] = comp
+        for alias in comp.extra.get("aliases", ()):  # another name a spec may use; the plan shows comp.name
+            table.setdefault((comp.kind, alias), comp)
     return table
 
 

@@ -242,14 +242,17 @@ def build_figure(runs: list[RunData], metrics: list[str] | None = None, title: s
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=7)
     top = axes[0]
+    at_step: dict = {}  # labels already at a step: the next one goes beside them, not on top
     for run, colour in zip(runs, colours):
         for promo in run.promotions:
             text = f"{promo.get('old')}→{promo.get('new')}"
             if len({p.get('axis') for p in run.promotions}) > 1:
                 text = f"{promo.get('axis')}: {text}"
-            top.annotate(text, xy=(promo.get("step", 0), 1.0), xycoords=("data", "axes fraction"),
-                         xytext=(2, -2), textcoords="offset points", rotation=90, ha="left", va="top",
-                         fontsize=7, color=colour)
+            step = promo.get("step", 0)
+            beside = at_step[step] = at_step.get(step, -1) + 1
+            top.annotate(text, xy=(step, 1.0), xycoords=("data", "axes fraction"),
+                         xytext=(2 + 9 * beside, -2), textcoords="offset points", rotation=90, ha="left",
+                         va="top", fontsize=7, color=colour)
     axes[-1].set_xlabel("step")
     fig.suptitle(title or _title(runs), fontsize=10)
     return fig, warnings

@@ -95,3 +95,10 @@ def test_bad_values_are_rejected():
         jsonschema.validate({"stage": 4}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"packing": "zip"}, _plain(BY_NAME["text_lm"]["params"]))
+
+
+def test_muon_is_another_name_for_mugrokfast():
+    from specrun import catalog as cat
+
+    assert cat.lookup("optimizer", "muon") is cat.lookup("optimizer", "mugrokfast")
+    assert "muon" in cat.names("optimizer")  # offered by 'did you mean' and completion too
