@@ -68,6 +68,9 @@ def setup_precision(settings: dict, device: torch.device) -> Precision:
         _degrade(policy, notes, "this GPU has no bf16 support", "computing in fp32")
         compute = "fp32"
     weights = prec.get("weights", "fp32")
+    if weights == "bf16":  # what the spec asks, but a user should know its price
+        notes.append("precision.weights bf16: parameters live in bf16 with no fp32 master copy, so an update "
+                     "smaller than about 1/256 of a weight rounds away (at small learning rates, most of them)")
     scaler = None
     if compute == "fp16" and prec.get("loss_scale") == "dynamic":
         scaler = torch.amp.GradScaler("cuda")
