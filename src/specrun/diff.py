@@ -11,31 +11,44 @@ from __future__ import annotations
 from specrun import syntax as s
 from specrun.document import locate
 from specrun.fmt import format_expr, format_value
-from specrun.values import Gate, describe
+from specrun.values import Gate, Qty, describe
 
 ORDER = " phase order"  # key suffix of the line that records the order of an axis's phases
 
 
-def flatten(doc: s.Document) -> dict[str, str]:
-    """Every setting of a document as ``dotted.path -> canonical value text``."""
+def flatten(doc: s.Document, amounts: dict | None = None) -> dict[str, str]:
+    """Every setting of a document as ``dotted.path -> canonical value text``.
+
+    ``amounts`` (when given) receives what each quantity amounts to, so that ``60s``
+    and ``1min``, or ``10GB`` and ``10_000_000_000B``, are no change.
+    """
     loc = locate(doc)
     out: dict[str, str] = {}
-    _flatten(loc.data, "", out)
+    amounts = {} if amounts is None else amounts
+    _flatten(loc.data, "", out, amounts)
     for name, prof in loc.profiles.items():
         out[f"profile.{name}"] = "(defined)"
         for st in prof.statements:
             if isinstance(st, s.Expect):
                 out[f"profile.{name}.expect {format_expr(st.expr)}"] = _by(st)
             else:
-                _flatten_statement(st, f"profile.{name}.", out)
+                _flatten_statement(st, f"profile.{name}.", out, amounts)
     return out
+
+
+def _amount(value: Qty) -> tuple:
+    if value.dimension == "bytes":
+        return ("bytes", value.bytes)
+    if value.dimension == "duration":
+        return ("duration", value.seconds)
+    return ("span", value.span_unit, value.value)
 
 
 def _by(st: s.Expect) -> str:
     return f"by {format_value(st.by)}" if st.by is not None else "always"
 
 
-def _flatten_statement(st: s.Setting, prefix: str, out: dict) -> None:
+def _flatten_statement(st: s.Setting, prefix: str, out: dict, amounts: dict) -> None:
     key = prefix + st.dotted
     if st.gate is not None:
         out[key] = "when " + format_expr(st.gate)
@@ -44,14 +57,16 @@ def _flatten_statement(st: s.Setting, prefix: str, out: dict) -> None:
             out[key] = format_value(st.value)
         for inner in st.block.items:
             if isinstance(inner, s.Setting):
-                _flatten_statement(inner, key + ".", out)
+                _flatten_statement(inner, key + ".", out, amounts)
             else:
                 out[f"{key}.expect {format_expr(inner.expr)}"] = _by(inner)
     elif st.value is not None:
         out[key] = format_value(st.value)
+        if isinstance(st.value, s.Quantity):
+            amounts[key] = _amount(Qty(st.value.value, st.value.unit))
 
 
-def _flatten(value, prefix: str, out: dict) -> None:
+def _flatten(value, prefix: str, out: dict, amounts: dict) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if k in ("phases", "axes") and isinstance(v, list):
@@ -62,18 +77,20 @@ def _flatten(value, prefix: str, out: dict) -> None:
                     here = f"{prefix}{entry.get('name')}"
                     out.setdefault(here, "(defined)")
                     body = {kk: vv for kk, vv in entry.items() if kk not in ("name", "set")}
-                    _flatten(entry.get("set") or {}, here + ".", out)  # task.rounds, not set.task.rounds
-                    _flatten(body, here + ".", out)
+                    _flatten(entry.get("set") or {}, here + ".", out, amounts)  # task.rounds, not set.task.rounds
+                    _flatten(body, here + ".", out, amounts)
             elif k == "expect" and isinstance(v, list) and not prefix:
                 for e in v:
                     out[f"expect {e['expr']}"] = f"by {describe(e['by'])}" if "by" in e else "always"
             elif k == "type":
                 out[prefix.rstrip(".")] = describe(v)
             else:
-                _flatten(v, f"{prefix}{k}.", out)
+                _flatten(v, f"{prefix}{k}.", out, amounts)
     else:
         text = describe(value)
         out[prefix.rstrip(".")] = ("when " + text) if isinstance(value, Gate) else text
+        if isinstance(value, Qty):
+            amounts[prefix.rstrip(".")] = _amount(value)
 
 
 def _same_order(old: str, new: str) -> bool:
@@ -85,10 +102,11 @@ def _same_order(old: str, new: str) -> bool:
 
 
 def diff(a: s.Document, b: s.Document) -> list[str]:
-    old, new = flatten(a), flatten(b)
+    old_amounts, new_amounts = {}, {}
+    old, new = flatten(a, old_amounts), flatten(b, new_amounts)
     lines = []
     for key in sorted(set(old) | set(new), key=_order(old, new)):
-        if old.get(key) == new.get(key):
+        if old.get(key) == new.get(key) or (key in old_amounts and old_amounts[key] == new_amounts.get(key)):
             continue
         if key.endswith(ORDER):
             if key in old and key in new and not _same_order(old[key], new[key]):
