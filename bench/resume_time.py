@@ -41,7 +41,8 @@ def _checkpointed_step(run_dir: Path) -> int | None:
     steps = []
     for index in run_dir.glob("**/index.json"):  # the spec may name its checkpoint folder
         try:
-            steps += [e["step"] for e in json.loads(index.read_text()).get("checkpoints", [])]
+            steps += [e["step"] for e in json.loads(index.read_text()).get("checkpoints", [])
+                      if e["kind"] in ("regular", "final")]  # best.pt is not where a run resumes from
         except (OSError, ValueError):
             continue
     return max(steps, default=None)
