@@ -105,6 +105,15 @@ def test_a_bad_override_is_the_only_error(files):
     assert "cosine.train:" not in result.output
 
 
+def test_validate_with_a_profile_and_overrides(files):
+    (files / "prof.train").write_text(VALID + "profile smoke {\n  max_steps 5\n}\n")
+    assert run("validate", "prof.train", "-p", "smoke", "--set", "optimizer.lr=1e-4").exit_code == 0
+    bad = run("validate", "prof.train", "-p", "smoke", "--set", "optimizer.lr=-1")
+    assert bad.exit_code == 1 and bad.stdout.startswith("<--set 1>:1:14: error[E203]")
+    missing = run("validate", "prof.train", "-p", "nope")
+    assert missing.exit_code == 1 and "no profile 'nope'" in missing.stdout
+
+
 def test_validate_json(files):
     ok = run("validate", "--format", "json", "valid.train")
     assert ok.exit_code == 0 and json.loads(ok.stdout) == []

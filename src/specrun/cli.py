@@ -72,15 +72,19 @@ def main():
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), shell_complete=_complete_specs)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               help="How to print problems: for people, for tools, or as GitHub annotations.")
-def validate(paths, fmt):
+@click.option("-p", "--profile", default=None, help="Check only this profile (with any --set).")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Check the spec as `run` would see it with this override (repeatable).")
+def validate(paths, fmt, profile, overrides):
     """Check specs (and every profile in them) without running anything.
 
     \b
     Example:
       specrun validate specs/*.train --format github
+      specrun validate specs/savant.train -p smoke --set optimizer.lr=1e-4
     Exit 0 when all are valid, 1 when any is not.
     """
-    from specrun.check import check_all_profiles
+    from specrun.check import check, check_all_profiles
     from specrun.parse import parse, read_source
 
     diagnostics, sources = [], {}
@@ -89,7 +93,11 @@ def validate(paths, fmt):
         try:
             text = read_source(path)
             sources[path] = text
-            diagnostics += check_all_profiles(parse(text, path))
+            doc = parse(text, path)
+            if profile is None and not overrides:
+                diagnostics += check_all_profiles(doc)
+            else:  # exactly what `run` would be given
+                check(doc, profile, tuple(overrides))
         except SpecError as err:
             diagnostics += err.diagnostics
             sources.update(err.sources)
