@@ -410,6 +410,19 @@ def test_resume_from_a_named_checkpoint(tmp_path, monkeypatch, signal_at):
     assert int(rows[0]["step"]) == 7
 
 
+def test_a_named_checkpoint_of_another_spec_is_used_with_a_warning(tmp_path, monkeypatch, signal_at):
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "source"
+    signal_at(6, signal.SIGINT)
+    assert run_inproc(write_spec(tmp_path, FAST_SPEC), source).code == 130
+    named = source / "checkpoints" / "final.pt"
+    other = FAST_SPEC.replace("resume latest", f'resume "{named}"').replace("lr 0.01", "lr 0.005")
+    assert run_inproc(write_spec(tmp_path, other, "named.train")).code == 0
+    (run_dir,) = _only_run(tmp_path)
+    (warning,) = [e["message"] for e in events(run_dir, "warning")]
+    assert "was written under another spec" in warning and "going on under this one" in warning
+
+
 def test_resume_from_a_named_checkpoint_into_a_given_run_dir(tmp_path, monkeypatch, signal_at):
     monkeypatch.chdir(tmp_path)
     source = tmp_path / "source"

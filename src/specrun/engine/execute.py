@@ -262,6 +262,13 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
     else:
         state, path = load_file(resume_from), resume_from
 
+    if path.resolve().parent != run.checkpointer.dir.resolve() and state.get("spec_hash") not in (None, run.plan.spec_hash):
+        # The run's own checkpoints were checked against its spec already (choose_run_dir).
+        warn(f"{path} was written under another spec (hash {state['spec_hash']}); going on under this one "
+             f"({run.plan.spec_hash})")
+    if state.get("precision") not in (None, run.precision.compute):
+        warn(f"{path} was trained in {state['precision']}; this run computes in {run.precision.compute}")
+
     def reset(kind: str, message: str) -> None:
         warn(message)
         run.dir.event(kind, state["counters"]["step"], message=message)
