@@ -9,6 +9,8 @@ import json
 import signal
 from datetime import datetime
 
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -396,12 +398,17 @@ def test_two_new_runs_in_the_same_second_get_two_directories(tmp_path, monkeypat
         assert len(events(run, "start")) == 1 and (run / "plan.json").exists()
 
 
-def test_resume_from_a_named_checkpoint(tmp_path, monkeypatch, signal_at):
+def _named_checkpoint(tmp_path, monkeypatch, signal_at, step: int = 6) -> Path:
+    """The final.pt of a source run interrupted at ``step``: what `resume PATH` names."""
     monkeypatch.chdir(tmp_path)
     source = tmp_path / "source"
-    signal_at(6, signal.SIGINT)
+    signal_at(step, signal.SIGINT)
     assert run_inproc(write_spec(tmp_path, FAST_SPEC), source).code == 130
-    named = source / "checkpoints" / "final.pt"
+    return source / "checkpoints" / "final.pt"
+
+
+def test_resume_from_a_named_checkpoint(tmp_path, monkeypatch, signal_at):
+    named = _named_checkpoint(tmp_path, monkeypatch, signal_at)
     spec = write_spec(tmp_path, FAST_SPEC.replace("resume latest", f'resume "{named}"'), "named.train")
     assert run_inproc(spec).code == 0  # a new run directory, started from the named checkpoint
     (run_dir,) = _only_run(tmp_path)
@@ -411,11 +418,7 @@ def test_resume_from_a_named_checkpoint(tmp_path, monkeypatch, signal_at):
 
 
 def test_a_named_checkpoint_of_another_spec_is_used_with_a_warning(tmp_path, monkeypatch, signal_at):
-    monkeypatch.chdir(tmp_path)
-    source = tmp_path / "source"
-    signal_at(6, signal.SIGINT)
-    assert run_inproc(write_spec(tmp_path, FAST_SPEC), source).code == 130
-    named = source / "checkpoints" / "final.pt"
+    named = _named_checkpoint(tmp_path, monkeypatch, signal_at)
     other = FAST_SPEC.replace("resume latest", f'resume "{named}"').replace("lr 0.01", "lr 0.005")
     assert run_inproc(write_spec(tmp_path, other, "named.train")).code == 0
     (run_dir,) = _only_run(tmp_path)
@@ -424,11 +427,7 @@ def test_a_named_checkpoint_of_another_spec_is_used_with_a_warning(tmp_path, mon
 
 
 def test_resume_from_a_named_checkpoint_into_a_given_run_dir(tmp_path, monkeypatch, signal_at):
-    monkeypatch.chdir(tmp_path)
-    source = tmp_path / "source"
-    signal_at(6, signal.SIGINT)
-    assert run_inproc(write_spec(tmp_path, FAST_SPEC), source).code == 130
-    named = source / "checkpoints" / "final.pt"
+    named = _named_checkpoint(tmp_path, monkeypatch, signal_at)
     spec = write_spec(tmp_path, FAST_SPEC.replace("resume latest", f'resume "{named}"'), "named.train")
     run_dir = tmp_path / "target"
     assert run_inproc(spec, run_dir).code == 0
@@ -437,11 +436,7 @@ def test_resume_from_a_named_checkpoint_into_a_given_run_dir(tmp_path, monkeypat
 
 def test_a_run_started_from_a_named_checkpoint_can_be_continued(tmp_path, monkeypatch, signal_at):
     """Interrupted after starting from `resume PATH`: the way the refusal message gives must work."""
-    monkeypatch.chdir(tmp_path)
-    source = tmp_path / "source"
-    signal_at(4, signal.SIGINT)
-    assert run_inproc(write_spec(tmp_path, FAST_SPEC), source).code == 130
-    named = source / "checkpoints" / "final.pt"
+    named = _named_checkpoint(tmp_path, monkeypatch, signal_at, 4)
     spec = write_spec(tmp_path, FAST_SPEC.replace("resume latest", f'resume "{named}"'), "named.train")
     run_dir = tmp_path / "target"
     signal_at(7, signal.SIGINT)
