@@ -8,7 +8,6 @@ process boundaries (slow).
 import json
 import signal
 from datetime import datetime
-
 from pathlib import Path
 
 import pytest
