@@ -132,3 +132,21 @@ def test_rotation_after_a_fallback_keeps_the_checkpoint_just_written(tmp_path):
     assert (d / "step_6.pt").exists()
     state, path = ck.load_latest(lambda msg: None)
     assert state["counters"]["step"] == 6
+
+
+def test_best_needs_to_beat_the_last_by_min_delta():
+    """cognate: best_model.pt only when val loss beats the best by min_delta (0.01)."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from specrun.engine.loop import _best_improved
+
+    series = deque(maxlen=1)
+    run = SimpleNamespace(best_value=None, history=SimpleNamespace(context=SimpleNamespace(series={"val.loss": series})),
+                          plan=SimpleNamespace(settings={"checkpoint": {"best": {"metric": "val.loss", "min_delta": 0.01}}}))
+    kept = []
+    for loss in (1.0, 0.995, 0.985, 0.98, 0.97):
+        series.append(loss)
+        kept.append(_best_improved(run))
+    assert kept == [True, False, True, False, True]  # 0.995 and 0.98 are within 0.01 of the best
+    assert run.best_value == 0.97

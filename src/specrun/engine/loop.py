@@ -214,9 +214,8 @@ def _best_improved(run: Run) -> bool:
     if not values:
         return False
     lower = best.get("mode", "min" if ex.lower_is_better(metric) else "max") == "min"
-    latest = values[-1]
-    previous = run.best_value
-    if previous is None or (latest < previous if lower else latest > previous):
+    latest, previous, delta = values[-1], run.best_value, best.get("min_delta", 0)
+    if previous is None or (latest < previous - delta if lower else latest > previous + delta):
         run.best_value = latest
         return True
     return False
