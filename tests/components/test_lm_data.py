@@ -278,3 +278,19 @@ def test_bpe_tokenizer_trains_once_and_caches(tmp_path):
     # BPE shortens the text versus bytes
     byte_task = build_task({**p, "tokenizer": "byte"}, ctx(tmp_path))
     assert len(second.train.split.tokens) < 0.8 * len(byte_task.train.split.tokens)
+
+
+@pytest.mark.parametrize("batch, world", [(3, 1), (2, 2), (8, 1)])
+def test_all_validation_batches_cover_the_split_once(tmp_path, batch, world):
+    """`validation { batches all }`: every rank the same count, together every sample, no batch spare."""
+    spec = files(train=str(DATA / "text.jsonl"), val=str(DATA / "text.jsonl"), seq_len=96)
+    seen = set()
+    counts = []
+    for rank in range(world):
+        task = build_task(spec, ctx(tmp_path, batch=batch, rank=rank, world=world))
+        counts.append(task.val_batch_count())
+        for b in task.val_batches(counts[-1]):
+            seen |= {decode_row(task, row) for row in b["input_ids"]}
+    size = len(task.val)
+    assert len(set(counts)) == 1 and (counts[0] - 1) * batch * world < size <= counts[0] * batch * world
+    assert len(seen) == len({decode_row(task, task.val.gather([i])[0][0]) for i in range(size)})

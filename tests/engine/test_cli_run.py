@@ -170,3 +170,13 @@ def test_checkpoints_every_n_steps_and_every_epoch(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     saved = [e["step"] for e in events(tmp_path / "run", "checkpoint") if e.get("kind") == "regular"]
     assert saved == [3, 4, 5, 8, 10]
+
+
+def test_all_validation_batches_need_a_finite_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC + "validation {\n  every 4 steps\n  batches all\n}\n")
+    result = _run(spec, "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "failed: validation.batches all: task rule_classification generates its validation data without end; "
+        "give a number of batches")

@@ -79,6 +79,9 @@ class Task(Protocol):
     def val_batches(self, count: int) -> Iterator[dict]:
         """The same ``count`` validation batches every time it is called."""
 
+    # Optional: ``val_batch_count() -> int``, the batches that cover this rank's share of a
+    # finite validation split once (what `validation { batches all }` asks for).
+
     def batches_per_epoch(self) -> int | None:
         """Micro-batches in one epoch of the training split (None: no epochs)."""
 

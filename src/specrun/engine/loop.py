@@ -177,7 +177,7 @@ def validate(run: Run) -> dict[str, float]:
     # fork_rng: sampling during validation must not shift the training RNG stream,
     # or a run that validates would diverge from one resumed past the validation.
     with torch.no_grad(), torch.random.fork_rng(devices=[run.ctx.device] if run.ctx.device.type == "cuda" else []):
-        for batch in run.task.val_batches(st["batches"]):
+        for batch in run.task.val_batches(run.val_batches):
             with run.precision.autocast():
                 outputs = run.train_model(batch)
                 loss = run.loss_fn(outputs, batch)

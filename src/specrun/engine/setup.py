@@ -69,6 +69,7 @@ class Run:
     every: dict  # "validation"/"checkpoint"/"log"/"memory" -> steps, ("epochs", n), or a list of both
     counters: Counters = field(default_factory=Counters)
     window: Window = field(default_factory=Window)  # train metrics since the last log row
+    val_batches: int = 10  # validation.batches resolved (`all`: the task's whole split)
     switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
     best_value: float | None = None  # of checkpoint.best.metric, for best.pt
     expectations_checked: set = field(default_factory=set)  # indexes of `expect ... by` already judged
@@ -123,6 +124,16 @@ def _trigger(section: str, value, total: int | None, steps_per_epoch: float | No
     if not isinstance(steps, int):
         raise SetupError(f"{section}.every {value}: this task has no epochs to count")
     return max(1, steps)
+
+
+def _val_batches(plan: Plan, task) -> int:
+    wanted = (plan.settings.get("validation") or {}).get("batches", 10)
+    if wanted != "all":
+        return wanted
+    if not hasattr(task, "val_batch_count"):
+        raise SetupError(f"validation.batches all: task {plan.components['task']['type']} generates its "
+                         "validation data without end; give a number of batches")
+    return task.val_batch_count()
 
 
 DEFAULT_GUARD_EVERY = 10  # steps between memory checks when the spec gives a ram_limit alone
@@ -184,6 +195,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck)
         guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
         every = _resolve_every(plan, total, steps_per_epoch)
+        val_batches = _val_batches(plan, task)
     except BaseException:
         task.close()
         raise
@@ -192,7 +204,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
                precision, Curriculum(plan.axes), History(*needs), checkpointer, guard, total,
                per_epoch, every, dist=dist, lr_changes=sched["type"] != "constant" or warmup > 0,
                metrics_every_step=_gates_read_train_metrics(plan),
-               initial_lrs=list(scheduler.base_lrs))
+               initial_lrs=list(scheduler.base_lrs), val_batches=val_batches)
 
 
 def _gates_read_train_metrics(plan: Plan) -> bool:

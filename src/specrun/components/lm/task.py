@@ -136,6 +136,11 @@ class TextLMTask:
             self._val_cache[count] = [self._to_device(*self.val.gather(ix)) for ix in idx]
         return iter(self._val_cache[count])
 
+    def val_batch_count(self) -> int:
+        """Batches that cover the validation split once (every rank the same number)."""
+        per_rank = -(-len(self.val) // self.ctx.world_size)
+        return max(1, -(-per_rank // self.ctx.batch_size))
+
     def batches_per_epoch(self) -> int:
         return self.schedule.per_epoch
 
