@@ -149,13 +149,17 @@ def test_every_epoch_falls_on_the_step_that_completes_the_epoch(tmp_path, monkey
     assert saved == [(3, "epoch_1.pt"), (5, "epoch_2.pt"), (8, "epoch_3.pt"), (10, "epoch_4.pt")]
 
 
+def _failure(tmp_path, monkeypatch, extra: str) -> str:
+    """FAST_SPEC plus ``extra`` run from the command line: it must fail; its last line."""
+    monkeypatch.chdir(tmp_path)
+    result = _run(write_spec(tmp_path, FAST_SPEC + extra), "--run-dir", tmp_path / "run", "--quiet")
+    assert result.exit_code == 1, result.output
+    return result.output.strip().splitlines()[-1]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is supported on CUDA")
 def test_unsupported_precision_with_policy_error_fails_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, FAST_SPEC + "precision fp16 { on_unsupported error }\n")
-    result = _run(spec, "--run-dir", tmp_path / "run", "--quiet")
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == (
+    assert _failure(tmp_path, monkeypatch, "precision fp16 { on_unsupported error }\n") == (
         "failed: fp16 autocast needs a CUDA device; stopping, as precision.on_unsupported is error "
         "(fallback would: this run computes in fp32 on cpu)")
     assert not (tmp_path / "run" / "error.txt").exists()  # an expected failure, not a bug with a traceback
@@ -173,10 +177,6 @@ def test_checkpoints_every_n_steps_and_every_epoch(tmp_path, monkeypatch):
 
 
 def test_all_validation_batches_need_a_finite_split(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, FAST_SPEC + "validation {\n  every 4 steps\n  batches all\n}\n")
-    result = _run(spec, "--run-dir", tmp_path / "run", "--quiet")
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == (
+    assert _failure(tmp_path, monkeypatch, "validation {\n  every 4 steps\n  batches all\n}\n") == (
         "failed: validation.batches all: task rule_classification generates its validation data without end; "
         "give a number of batches")
