@@ -160,7 +160,7 @@ def _failure(tmp_path, monkeypatch, extra: str) -> str:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast is supported on CUDA")
 def test_unsupported_precision_with_policy_error_fails_in_one_line(tmp_path, monkeypatch):
     assert _failure(tmp_path, monkeypatch, "precision fp16 { on_unsupported error }\n") == (
-        "failed: fp16 autocast needs a CUDA device; stopping, as precision.on_unsupported is error "
+        "failed: fp16 autocast needs a CUDA or MPS device; stopping, as precision.on_unsupported is error "
         "(fallback would: this run computes in fp32 on cpu)")
     assert not (tmp_path / "run" / "error.txt").exists()  # an expected failure, not a bug with a traceback
 

@@ -61,8 +61,11 @@ def setup_precision(settings: dict, device: torch.device) -> Precision:
     notes: list[str] = []
     compute = prec["type"]
     cuda = device.type == "cuda"
-    if compute == "fp16" and not cuda:
-        _degrade(policy, notes, "fp16 autocast needs a CUDA device", f"this run computes in fp32 on {device.type}")
+    # fp16 autocast and GradScaler exist for CUDA and, in torch >= 2.6, Apple's MPS (the sha256
+    # document's machine); a CPU has no fp16 matmuls worth the name.
+    fp16_here = cuda or (device.type == "mps" and torch.amp.is_autocast_available("mps"))
+    if compute == "fp16" and not fp16_here:
+        _degrade(policy, notes, "fp16 autocast needs a CUDA or MPS device", f"this run computes in fp32 on {device.type}")
         compute = "fp32"
     if compute == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         _degrade(policy, notes, "this GPU has no bf16 support", "computing in fp32")
@@ -73,7 +76,7 @@ def setup_precision(settings: dict, device: torch.device) -> Precision:
                      "smaller than about 1/256 of a weight rounds away (at small learning rates, most of them)")
     scaler = None
     if compute == "fp16" and prec.get("loss_scale") == "dynamic":
-        scaler = torch.amp.GradScaler("cuda")
+        scaler = torch.amp.GradScaler(device.type)
     if prec.get("tf32"):
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
