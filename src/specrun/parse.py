@@ -182,16 +182,16 @@ class _BadToken(Exception):
         self.token, self.code, self.message, self.hint = token, code, message, hint
 
 
-class _Refused:
-    """Bad tokens met while building the syntax tree: all of them are reported, in order."""
-
-    items: list[_BadToken] | None = None  # None outside _build: refuse by raising
+# Bad tokens met while building the syntax tree: all of them are reported, in order.
+# Per thread (an editor may validate from several); no list outside _build: refuse by raising.
+_refused = threading.local()
 
 
 def _refuse(bad: _BadToken) -> None:
-    if _Refused.items is None:
+    items = getattr(_refused, "items", None)
+    if items is None:
         raise bad
-    _Refused.items.append(bad)
+    items.append(bad)
 
 
 def _number(text: str, tok: Token | None = None) -> int | float:
@@ -440,12 +440,11 @@ def _run(text: str, path: str, start: str):
         finally:
             found, _comments.items = _comments.items, []
         comments = tuple(s.Comment(str(t).rstrip(), t.line, t.column) for t in found)
-    _Refused.items = []
+    _refused.items = refused = []
     try:
         items = _build(tree, path)
-        refused = _Refused.items
     finally:
-        _Refused.items = None
+        _refused.items = None
     if refused:
         diags = [Diagnostic(bad.code, bad.message, _span(path, bad.token), bad.hint) for bad in refused]
         raise SpecError(sorted(diags, key=lambda d: (d.span.line, d.span.col)), {path: text})

@@ -150,3 +150,34 @@ def test_best_needs_to_beat_the_last_by_min_delta():
         kept.append(_best_improved(run))
     assert kept == [True, False, True, False, True]  # 0.995 and 0.98 are within 0.01 of the best
     assert run.best_value == 0.97
+
+
+def _patterned(directory, keep=1, repair=True):
+    return Checkpointer(directory, keep, "step_{step}.pt", "best_{step}.pt", "final.pt", repair=repair)
+
+
+def test_a_rebuilt_index_keeps_each_files_kind(tmp_path):
+    """best_{step}.pt after a rebuild is still a best: rotation never deletes it."""
+    ck = _patterned(tmp_path)
+    ck.save(_state(5), "best", 5, 0)
+    ck.save(_state(10), "regular", 10, 0)
+    ck.save(_state(20), "regular", 20, 0)
+    torch.save(_state(3), tmp_path / "step_3.pt")  # written before checkpoints said their kind: the name tells
+    (tmp_path / "index.json").write_text("{not json")
+    assert {(e["file"], e["kind"]) for e in ck.index()} == {
+        ("best_5.pt", "best"), ("step_20.pt", "regular"), ("step_3.pt", "regular")}
+    ck.save(_state(30), "regular", 30, 0)  # keep 1: the rotation may remove regular ones only
+    assert _files(tmp_path) >= {"best_5.pt", "step_30.pt"}
+    assert "best_5.pt" in {e["file"] for e in ck.index()}
+
+
+def test_only_the_repairing_process_writes_the_index(tmp_path):
+    writer = _patterned(tmp_path)
+    writer.save(_state(10), "regular", 10, 0)
+    (tmp_path / "index.json").write_text("{not json")
+    reader = _patterned(tmp_path, repair=False)  # rank 1 of a distributed run
+    assert [e["file"] for e in reader.index()] == ["step_10.pt"]  # the same answer, from the files
+    assert (tmp_path / "index.json").read_text() == "{not json"  # and nothing written
+    assert [e["file"] for e in writer.index()] == ["step_10.pt"]
+    assert json.loads((tmp_path / "index.json").read_text())["checkpoints"][0]["kind"] == "regular"
+    assert list(tmp_path.glob("index.json.damaged-*"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -44,13 +45,16 @@ class Saved:
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int, name: str, best_name: str | None, final_name: str,
-                 save=torch.save):
+                 save=torch.save, repair: bool = True):
         self.dir = Path(directory)
         self.keep = keep
         self.name = name
         self.best_name = best_name
         self.final_name = final_name
         self._save = save  # replaceable so a test can make the writer fail
+        # Only one process may mend a damaged index or quarantine a file: rank 0. The
+        # others read the same files and reach the same answer without writing.
+        self.repair = repair
 
     @classmethod
     def from_settings(cls, directory: Path, ck: dict, **kw) -> "Checkpointer":
@@ -72,25 +76,43 @@ class Checkpointer:
             raise ValueError("unexpected contents")
         except (ValueError, KeyError, TypeError) as exc:
             entries = self._rebuild_index()
-            path.rename(path.with_name(f"{INDEX}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
-            self._write_index(entries)
+            if self.repair:
+                damaged = path.with_name(f"{INDEX}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+                if not damaged.exists():
+                    damaged.write_bytes(path.read_bytes())
+                self._write_index(entries)  # replaced atomically: an index.json is always there
             if warn is not None:
                 warn(f"{path} was damaged ({exc}); rebuilt it from the {len(entries)} checkpoint file(s) "
                      "that load (the old one is kept beside it)")
             return entries
 
     def _rebuild_index(self) -> list[dict]:
+        """Entries for the checkpoint files that load and say (or whose name says) what they are.
+
+        A file of unknown kind is left out: never loaded, and never rotated away either.
+        """
         entries = []
         for file in sorted(self.dir.glob("*.pt")):
             try:
                 state = load_file(file)
-                step, epoch = int(state["counters"]["step"]), state["counters"].get("epoch", 0)
-            except (CheckpointError, KeyError, TypeError, ValueError):
-                continue  # not one of ours, or not whole: left alone, never loaded
-            kind = "final" if file.name == self.final_name else "best" if file.name == self.best_name else "regular"
-            entries.append({"file": file.name, "step": step, "epoch": epoch, "kind": kind,
+                saved = state.get("saved_as") or {}
+                step = int(saved.get("step", state["counters"]["step"]))
+            except (CheckpointError, KeyError, TypeError, ValueError, AttributeError):
+                continue  # not one of ours, or not whole
+            kind = saved.get("kind") or self._kind_by_name(file.name)
+            if kind is None:
+                continue
+            entries.append({"file": file.name, "step": step, "epoch": int(saved.get("epoch", 0)), "kind": kind,
                             "bytes": file.stat().st_size, "crc32": file_crc32(file), "time": file.stat().st_mtime})
         return entries
+
+    def _kind_by_name(self, name: str) -> str | None:
+        """For checkpoints written before they recorded their kind: match the spec's name patterns."""
+        for kind, template in (("final", self.final_name), ("best", self.best_name), ("regular", self.name)):
+            if template and re.fullmatch(re.escape(template).replace(r"\{step\}", r"\d+")
+                                         .replace(r"\{epoch\}", r"\d+"), name):
+                return kind
+        return None
 
     def _write_index(self, entries: list[dict]) -> None:
         write_json_atomic(self.dir / INDEX, {"checkpoints": entries})
@@ -102,6 +124,7 @@ class Checkpointer:
         return template.format(step=step, epoch=epoch)
 
     def save(self, state: dict, kind: str, step: int, epoch: int) -> Saved:
+        state = {**state, "saved_as": {"kind": kind, "step": step, "epoch": epoch}}  # so an index can be rebuilt
         self.dir.mkdir(parents=True, exist_ok=True)
         target = self.dir / self.filename(kind, step, epoch)
         tmp = target.with_name(f".{target.name}.partial")
@@ -148,6 +171,8 @@ class Checkpointer:
 
     def quarantine(self, entry: dict) -> None:
         """Take a checkpoint that cannot be loaded out of the index; keep the file, renamed."""
+        if not self.repair:
+            return
         self._write_index([e for e in self.index() if e["file"] != entry["file"]])
         path = self.dir / entry["file"]
         if path.exists():

@@ -68,7 +68,7 @@ class Dist:
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         units = model.fsdp_units() if hasattr(model, "fsdp_units") else [
             block for m in model.modules() if isinstance(m, torch.nn.ModuleList) for block in m]
-        for unit in units:
+        for unit in reversed(units):  # inner blocks first (an MoE's experts inside a zone block)
             fully_shard(unit, mesh=mesh)
         fully_shard(model, mesh=mesh)
         for name in getattr(model, "fsdp_forward_methods", ("generate",)):

@@ -50,7 +50,8 @@ def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
     return diff(old, new)
 
 
-def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[RunDir, Path | None]:
+def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
+                   main: bool = True) -> tuple[RunDir, Path | None]:
     """(run directory, where to resume from or None).
 
     A new run gets a directory of its own. An existing one (``--run-dir`` naming
@@ -67,13 +68,13 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[Run
     else:
         path = None
     if path is None:
-        return RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), checkpoint_dir=ck_dir), explicit
+        return RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir), explicit
     if not (path / "plan.json").exists():
-        return RunDir(path, checkpoint_dir=ck_dir), explicit
+        return RunDir(path, main, ck_dir), explicit
     if resume == "none" or explicit is not None:
         raise SpecChanged(f"{path} already holds a run and this spec says `resume {resume}`: choose another "
                           "--run-dir, or continue it with --set checkpoint.resume=latest")
-    run_dir = RunDir(path, checkpoint_dir=ck_dir)
+    run_dir = RunDir(path, main, ck_dir)  # only rank 0 writes events, or mends an index
     old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
     if old_hash != plan.spec_hash:
         lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
@@ -82,17 +83,22 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say) -> tuple[Run
                               + "\nresume anyway with --allow-spec-change, or start fresh with --new")
         say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
         _record_spec_change(run_dir, plan, spec_data, lines)
+
     def warn(message: str) -> None:
         say(f"warning: {message}")
         run_dir.event("warning", 0, message=message)
 
-    has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"]).candidates(warn))
+    has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
+                                                     repair=main).candidates(warn))
     return run_dir, (path / ck_dir) if has_checkpoint else None
 
 
 def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: list[str]) -> None:
     """Keep the old spec and plan beside the new ones, and say what changed in the events."""
     import time
+
+    if not run_dir.main:
+        return  # rank 0's job
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in ("spec.train", "plan.json"):
@@ -187,7 +193,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
     console = Console(quiet=opts.quiet, enabled=main)
     try:
-        run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say)
+        run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
     except SpecChanged as exc:
         return Outcome("failed", 1, str(exc), 0)
     run_dir.main = main
@@ -255,7 +261,7 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
 
     if resume_from.is_dir():
         found = run.checkpointer.load_latest(warn) if resume_from == run.checkpointer.dir else \
-            Checkpointer.from_settings(resume_from, ck).load_latest(warn)
+            Checkpointer.from_settings(resume_from, ck, repair=run.main).load_latest(warn)
         if found is None:
             raise CheckpointError(f"no loadable checkpoint in {resume_from}")
         state, path = found

@@ -1,16 +1,18 @@
 """The training loop. Reads top to bottom; one optimizer step per iteration.
 
 Per step, in this order:
-  1. forward/backward over ``accumulate`` micro-batches (loss / count)
-  2. unscale (fp16), clip, and skip the step if anything is non-finite
-  3. optimizer and scheduler step, zero_grad(set_to_none=True)
-  4. metrics to the host (the one device sync of a step)
+  1. forward/backward over ``accumulate`` micro-batches (loss / count; under
+     nonfinite.scope micro_batch a NaN micro-batch is dropped alone)
+  2. unscale (fp16), clip; the step's numbers to the host (the one device sync of a step)
+  3. optimizer and scheduler step unless something is non-finite, zero_grad(set_to_none=True)
+  4. train metrics into the gate history and the log window; did an epoch end?
   5. validation, best checkpoint
   6. gates: curriculum promotion, switches, expectations, early stop
-  7. memory guard
-  8. checkpoint
-  9. log row and console
-An interrupt (SIGINT/SIGTERM) is honoured between steps, never inside one.
+  7. memory guard, and the epoch's peak memory
+  8. log row, then checkpoint (a kill between them loses nothing)
+  9. console
+Steps 5-9 happen on a skipped step too. An interrupt (SIGINT/SIGTERM) is honoured
+between steps, never inside one.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ def apply_phase_params(run: Run) -> None:
         # lr and muon_lr) keep their proportions.
         ratio = opt["lr"] / run.base_lr
         run.scheduler.base_lrs = [lr * ratio for lr in run.initial_lrs]
-        factor = run.scheduler.lr_lambdas[0](run.scheduler.last_epoch)
-        for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
-            group["lr"] = base * factor
+        step = run.scheduler.last_epoch
+        for group, base, factor in zip(run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)  # each group its own factor: eta_min floors differ
     for group in run.optimizer.param_groups:
         for key, value in opt.items():
             if key != "lr":

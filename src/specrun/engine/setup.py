@@ -172,7 +172,12 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         model = _factory(plan, "model")(plan.components["model"]["params"], task.model_info(), ctx)
         model = _prepare_model(model, st, precision, device)
         if dist is not None and dist.strategy == "fsdp":
-            model = dist.shard(model)  # before the optimizer: it must hold the shards
+            try:
+                model = dist.shard(model)  # before the optimizer: it must hold the shards
+            except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+                raise SetupError(f"distributed.strategy fsdp: cannot shard {type(model).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                                 "use strategy ddp") from exc
         loss_fn = _factory(plan, "loss")(plan.components["loss"]["params"], ctx)
         optimizer = _factory(plan, "optimizer")(plan.components["optimizer"]["params"], model, ctx)
         per_epoch = task.batches_per_epoch()
@@ -192,7 +197,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         best = ck.get("best") or {}
         if best:
             needs[0].setdefault(best["metric"], 1)  # the best checkpoint reads its metric's history
-        checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck)
+        checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck, repair=run_dir.main)
         guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
         every = _resolve_every(plan, total, steps_per_epoch)
         val_batches = _val_batches(plan, task)
