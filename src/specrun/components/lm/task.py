@@ -131,10 +131,12 @@ class TextLMTask:
             i += 1
 
     def val_batches(self, count: int) -> Iterator[dict]:
+        # The gathered host arrays are kept; each batch goes to the device only while it is
+        # evaluated, so `batches all` on a large split costs host memory, not device memory.
         if count not in self._val_cache:
             idx = val_indices(len(self.val), self.ctx.batch_size, count, self.ctx.rank, self.ctx.world_size)
-            self._val_cache[count] = [self._to_device(*self.val.gather(ix)) for ix in idx]
-        return iter(self._val_cache[count])
+            self._val_cache[count] = [self.val.gather(ix) for ix in idx]
+        return (self._to_device(*arrays) for arrays in self._val_cache[count])
 
     def val_batch_count(self) -> int:
         """Batches that cover the validation split once (every rank the same number)."""
