@@ -43,7 +43,7 @@ FUNCTIONS = {f.name: f for f in (
     Function("best", True, 1, 1, doc="best(series): min for losses/perplexity, max otherwise"),
     Function("count", True, 1, 1, doc="count(series): how many values were recorded"),
     Function("plateau", True, 1, 1, ("patience", "min_delta", "mode"),
-             doc="plateau(series, patience=3, min_delta=0.01): no improvement by min_delta "
+             doc="plateau(series, patience=3, min_delta=0): no improvement by min_delta "
                  "over the best for `patience` consecutive values"),
     Function("reached", False, 1, 1, doc="reached(axis.phase): that axis is at or past that phase"),
     Function("abs", False, 1, 1, doc="abs(x)"),
