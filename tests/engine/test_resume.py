@@ -134,6 +134,23 @@ def test_an_accepted_spec_change_to_the_optimizer_takes_effect(tmp_path, monkeyp
     assert {r["train.lr"] for r in rows if int(r["step"]) > 6} == {"0.001"}  # not the checkpoint's 0.01
 
 
+def test_a_latest_run_with_no_checkpoint_is_not_continued_in_place(tmp_path, monkeypatch, signal_at):
+    """A run that died before its first checkpoint: the next one gets its own folder and log."""
+    monkeypatch.chdir(tmp_path)
+    signal_at(2, signal.SIGINT)
+    no_save = write_spec(tmp_path, FAST_SPEC.replace("resume latest", "resume latest\n  on_interrupt none"))
+    assert run_inproc(no_save).code == 130  # stopped at step 2, before the first checkpoint (step 4)
+    (first,) = _only_run(tmp_path)
+    assert run_inproc(no_save).code == 0
+    runs = sorted((tmp_path / "runs").glob("*/*"))
+    assert len(runs) == 2 and first in runs
+    _, rows = csv_rows(first / "metrics.csv")
+    assert [r["step"] for r in rows] == ["1", "2"]  # the first run's log, untouched
+    # Named with --run-dir, such a folder is refused rather than mixed into
+    refused = run_inproc(no_save, first)
+    assert refused.code == 1 and "no checkpoint to continue from" in refused.message
+
+
 # ---- damaged checkpoints ------------------------------------------------------------------------------
 
 def _interrupted_at_6(tmp_path, monkeypatch, signal_at):

@@ -75,6 +75,21 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
         raise SpecChanged(f"{path} already holds a run and this spec says `resume {resume}`: choose another "
                           "--run-dir, or continue it with --set checkpoint.resume=latest")
     run_dir = RunDir(path, main, ck_dir)  # only rank 0 writes events, or mends an index
+
+    def warn(message: str) -> None:
+        say(f"warning: {message}")
+        run_dir.event("warning", 0, message=message)
+
+    has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
+                                                     repair=main).candidates(warn))
+    if not has_checkpoint:
+        # Nothing to continue from: going on in that folder would start at step 0 and mix two
+        # runs' logs in one metrics.csv.
+        if opts.run_dir:
+            raise SpecChanged(f"{path} holds a run with no checkpoint to continue from; choose another "
+                              "--run-dir (nothing in that one is overwritten)")
+        say(f"the latest run {path} has no checkpoint to continue from: starting a new run")
+        return RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir), explicit
     old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
     if old_hash != plan.spec_hash:
         lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
@@ -83,14 +98,7 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
                               + "\nresume anyway with --allow-spec-change, or start fresh with --new")
         say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
         _record_spec_change(run_dir, plan, spec_data, lines)
-
-    def warn(message: str) -> None:
-        say(f"warning: {message}")
-        run_dir.event("warning", 0, message=message)
-
-    has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
-                                                     repair=main).candidates(warn))
-    return run_dir, (path / ck_dir) if has_checkpoint else None
+    return run_dir, path / ck_dir
 
 
 def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: list[str]) -> None:
