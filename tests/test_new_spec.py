@@ -103,3 +103,10 @@ def test_from_the_builtin_reference_spec(tmp_path):
     new_spec("mine", str(ROOT / "specs" / "builtin_rule.train"), out)
     original = (ROOT / "specs" / "builtin_rule.train").read_text()
     assert out.read_text() == original.replace("spec builtin_rule", "spec mine")
+
+
+def test_an_output_that_cannot_be_written_is_one_line(workdir):
+    (workdir / "blocker").write_text("a file where a folder should go")
+    result = CliRunner().invoke(new_command, ["mine", "--from", "ref_rule", "-o", "blocker/mine.train"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "cannot write" in result.output

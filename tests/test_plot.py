@@ -140,6 +140,16 @@ def test_promotions_at_the_same_step_are_labelled_side_by_side(tmp_path):
     assert len({t.xyann for t in labels}) == 2  # offset from each other, not drawn on top
 
 
+@pytest.mark.parametrize("name, says", [("plot.txt", "use .png, .svg or .pdf"), ("blocker/plot.png", "cannot write")])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, name, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("a file where a folder should go")
+    run = make_run(tmp_path / "runs", "r1")
+    result = CliRunner().invoke(plot_command, [str(run), "-o", name])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert says in result.output
+
+
 def test_png_is_written_and_not_blank(tmp_path):
     a, b = make_run(tmp_path, "a"), make_run(tmp_path, "b", loss_scale=1.5, promote_at=60)
     out, warnings = plot_runs([load(a), load(b)], tmp_path / "out" / "cmp.png")

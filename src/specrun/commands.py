@@ -172,6 +172,8 @@ def new_command(name, reference, output):
         path = new_spec(name, reference, output)
     except NewSpecError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {exc.filename or output}: {exc.strerror or exc}") from None
     except SpecError as err:
         click.echo(err.render(), err=True)
         click.echo("the new spec would not validate; nothing written", err=True)

@@ -192,8 +192,13 @@ def plot_runs(runs: list[RunData], output: str | Path, metrics: list[str] | None
     """Draw ``runs`` into ``output`` (PNG, or whatever the suffix says). Returns (path, warnings)."""
     fig, warnings = build_figure(runs, metrics, title)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, dpi=100)
+    except ValueError as exc:  # matplotlib: "Format 'txt' is not supported"
+        raise PlotError(f"{output}: {exc} (use .png, .svg or .pdf)") from None
+    except OSError as exc:
+        raise PlotError(f"cannot write {output}: {exc.strerror or exc}") from None
     return output, warnings
 
 

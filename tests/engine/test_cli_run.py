@@ -180,3 +180,35 @@ def test_all_validation_batches_need_a_finite_split(tmp_path, monkeypatch):
     assert _failure(tmp_path, monkeypatch, "validation {\n  every 4 steps\n  batches all\n}\n") == (
         "failed: validation.batches all: task rule_classification generates its validation data without end; "
         "give a number of batches")
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("a file where a folder should go")
+    result = _run(write_spec(tmp_path, FAST_SPEC), "--run-dir", tmp_path / "blocker" / "run", "--quiet")
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("failed: cannot create the run directory: Not a directory"), last
+
+
+def test_a_console_that_went_away_does_not_stop_the_run():
+    """`specrun run ... 2>&1 | head`: once head exits, writes fail; the run must go on, silently."""
+    from specrun.engine.console import Console
+
+    class Closed:
+        writes = 0
+
+        def write(self, text):
+            Closed.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    console = Console(stream=Closed())
+    console.say("first line")  # fails quietly
+    console.say("second line")  # and the console has gone quiet
+    assert console.quiet and Closed.writes == 1

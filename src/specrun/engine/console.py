@@ -28,11 +28,8 @@ class Console:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
         if self.quiet:
             return
-        if self._line_open:
-            self.stream.write("\r\x1b[2K")
-            self._line_open = False
-        self.stream.write(message + "\n")
-        self.stream.flush()
+        self._write(("\r\x1b[2K" if self._line_open else "") + message + "\n")
+        self._line_open = False
 
     def progress(self, phase: str, step: int, total: int | None, rate: float, loss: float | None,
                  key: tuple[str, float] | None) -> None:
@@ -49,12 +46,18 @@ class Console:
             parts.append(f"{key[0]} {key[1]:.4f}")
         if total and rate > 0:
             parts.append(f"ETA {_duration((total - step) / rate)}")
-        self.stream.write("\r\x1b[2K" + " | ".join(parts))
-        self.stream.flush()
+        self._write("\r\x1b[2K" + " | ".join(parts))
         self._line_open = True
 
     def close(self) -> None:
         if self._line_open:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
             self._line_open = False
+
+    def _write(self, text: str) -> None:
+        """A console that went away (`specrun run ... 2>&1 | head`) must not stop the run."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):  # ValueError: the stream was closed
+            self.quiet, self.live = True, False

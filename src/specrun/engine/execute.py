@@ -202,12 +202,14 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     console = Console(quiet=opts.quiet, enabled=main)
     try:
         run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
+        run_dir.main = main
+        if not (run_dir.path / "plan.json").exists():
+            run_dir.create(format_data(spec_data), plan.to_json())
     except SpecChanged as exc:
         return Outcome("failed", 1, str(exc), 0)
-    run_dir.main = main
-    fresh = not (run_dir.path / "plan.json").exists()
-    if fresh:
-        run_dir.create(format_data(spec_data), plan.to_json())
+    except OSError as exc:  # a read-only or full disk before anything ran: say where
+        return Outcome("failed", 1, f"cannot create the run directory: {exc.strerror or exc}"
+                                    + (f": {exc.filename}" if exc.filename else ""), 0)
     if main and plan.settings["log"].get("text"):
         console.text_log = run_dir.path / plan.settings["log"]["text"]
     interrupt = Interrupt()
