@@ -218,6 +218,19 @@ def test_diff_same_and_different(files):
     assert different.stdout == "model.width: 16 -> 32\nbatch: 4 -> 8\n"
 
 
+def test_diff_against_a_run_directory_or_a_specs_latest_run(files):
+    for run_id, width in (("20260101-000000-00001", 32), ("20260102-000000-00001", 64)):
+        run_dir = files / "runs" / "tiny" / run_id
+        run_dir.mkdir(parents=True)
+        (run_dir / "spec.train").write_text(VALID.replace("width 16", f"width {width}"))
+        (run_dir / "plan.json").write_text('{"name": "tiny"}')
+        (run_dir / "run.json").write_text(f'{{"started": {width}}}')
+    first = run("diff", "valid.train", "runs/tiny/20260101-000000-00001")
+    assert first.exit_code == 1 and first.stdout == "model.width: 16 -> 32\n"
+    latest = run("diff", "valid.train", "tiny")  # a spec name: its latest run
+    assert latest.exit_code == 1 and latest.stdout == "model.width: 16 -> 64\n"
+
+
 def test_diff_usage(files):
     assert run("diff", "valid.train").exit_code == 2
     assert run("diff", "a", "b", "c").exit_code == 2

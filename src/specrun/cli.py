@@ -31,6 +31,23 @@ def _spec_paths(paths, suffix=".train") -> list[str]:
     return out
 
 
+def _as_spec_file(ref: str) -> str:
+    """A .train file as given; a run directory's spec.train; a spec name's latest run's."""
+    path = Path(ref)
+    if path.is_file():
+        return ref
+    if (path / "spec.train").is_file():
+        return str(path / "spec.train")
+    if path.suffix != ".train":
+        from specrun.runs import resolve_run
+
+        try:
+            return str(resolve_run(ref) / "spec.train")
+        except FileNotFoundError:
+            pass
+    return ref  # read_source says it is missing, with the name as given
+
+
 def _complete_specs(ctx, param, incomplete):
     from specrun.commands import _items, _train_files
 
@@ -173,9 +190,13 @@ def fmt_command(paths, check, show_diff):
 def diff_command(files, git_mode):
     """Semantic differences between two specs: `path: old -> new`.
 
+    Each side is a .train file, a run directory (its spec.train, as run), or a spec
+    name meaning its latest run.
+
     \b
     Example:
       specrun diff specs/savant.train runs/savant/ID/spec.train
+      specrun diff specs/savant.train savant      # what the latest run changed
     As a git diff driver (see README):
       git config diff.specrun.command "specrun diff --git"
     Exit 0 when they mean the same, 1 when they differ.
@@ -195,7 +216,7 @@ def diff_command(files, git_mode):
     def load(path):
         if path == "/dev/null":
             return None
-        return parse(read_source(path), name or path)
+        return parse(read_source(path if git_mode else _as_spec_file(path)), name or path)
 
     try:
         old, new = load(a), load(b)
