@@ -50,7 +50,7 @@ def test_interrupt_saves_and_the_rerun_resumes_exactly(tmp_path, monkeypatch, si
     out = run_inproc(spec, run_dir)
     name = signal.Signals(sig).name
     assert (out.status, out.code, out.step) == ("interrupted", code, 5)
-    assert out.message == f"interrupted by {name} at step 5; state saved"
+    assert out.message == f"interrupted by {name} at step 5; state saved; the same command continues it"
     status = json.loads((run_dir / "run.json").read_text())
     assert status["status"] == "interrupted" and status["step"] == 5
     final = [e for e in index_entries(run_dir) if e["kind"] == "final"]
@@ -149,6 +149,18 @@ def test_a_latest_run_with_no_checkpoint_is_not_continued_in_place(tmp_path, mon
     # Named with --run-dir, such a folder is refused rather than mixed into
     refused = run_inproc(no_save, first)
     assert refused.code == 1 and "no checkpoint to continue from" in refused.message
+
+
+def test_an_interrupt_says_how_to_continue_a_resume_none_run(tmp_path, monkeypatch, signal_at):
+    """Smoke profiles say `resume none`: the interrupt line gives the way that works."""
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC.replace("resume latest", "resume none"))
+    run_dir = tmp_path / "run"
+    signal_at(5, signal.SIGINT)
+    out = run_inproc(spec, run_dir)
+    assert out.message.endswith(f"state saved; continue with --run-dir {run_dir} --set checkpoint.resume=latest")
+    again = run_inproc(spec, run_dir, sets=("checkpoint.resume=latest",))
+    assert again.code == 0 and events(run_dir, "resume")[0]["step"] == 5
 
 
 # ---- damaged checkpoints ------------------------------------------------------------------------------

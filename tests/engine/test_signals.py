@@ -48,7 +48,7 @@ def test_signal_saves_final_and_the_rerun_resumes(tmp_path, sig, code):
     step = status["step"]
     assert 5 <= step < 150
     last = stderr.strip().splitlines()[-1]
-    assert last == f"interrupted: interrupted by {name} at step {step}; state saved"
+    assert last.startswith(f"interrupted: interrupted by {name} at step {step}; state saved; "), last
     finals = [e for e in index_entries(run_dir) if e["kind"] == "final"]
     assert [(e["file"], e["step"]) for e in finals] == [("final.pt", step)]
     saved = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)

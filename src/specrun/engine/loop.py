@@ -481,6 +481,12 @@ def _finish(run: Run, window: Window, extra_log) -> None:
     _save(run, "final")
 
 
+def _how_to_continue(run: Run) -> str:
+    if run.plan.settings["checkpoint"]["resume"] == "latest":
+        return "the same command continues it"
+    return f"continue with --run-dir {run.dir.path} --set checkpoint.resume=latest"
+
+
 def _interrupted(run: Run, signum: int) -> Outcome:
     import signal
 
@@ -489,7 +495,7 @@ def _interrupted(run: Run, signum: int) -> Outcome:
     if run.plan.settings["checkpoint"]["on_interrupt"] == "save":
         try:
             _save(run, "final")
-            msg = f"interrupted by {name} at step {run.counters.step}; state saved"
+            msg = f"interrupted by {name} at step {run.counters.step}; state saved; {_how_to_continue(run)}"
         except CheckpointError as exc:
             msg = f"interrupted by {name} at step {run.counters.step}; saving failed: {exc}"
     else:
