@@ -447,7 +447,14 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
         if isinstance(value, Qty) and any(t in SPEC_TYPES for t in
                                           ([err.validator_value] if isinstance(err.validator_value, str)
                                            else err.validator_value)):
-            return [Diagnostic("E202", f"{dotted} expects {expected}, got {value} ({value.dimension})", span)]
+            kind = {"span": "a training time", "bytes": "a size", "duration": "a wall-clock time"}[value.dimension]
+            key = dotted.rsplit(".", 1)[-1]
+            hint = None
+            if key == "max_steps" and value.dimension == "span" and value.span_unit == "epochs":
+                hint = f"for a length in epochs: `max_epochs {value.value}`"
+            elif value.dimension == "span" and "integer" in str(err.validator_value):
+                hint = f"a plain count: `{key} {value.value}`"
+            return [Diagnostic("E202", f"{dotted} expects {expected}, got {value} ({kind})", span, hint)]
         written = loc.written(path)
         return [Diagnostic("E201", f"{dotted} expects {expected}, got {written or _shown(value)}", span,
                            _type_hint(value, err.validator_value, written))]
@@ -1067,10 +1074,14 @@ def parse_set(option: str, index: int) -> s.Statement | Diagnostic:
         items = parse_statements(text, origin)
     except SpecError as err:
         diag = err.diagnostics[0]
-        if diag.hint and diag.hint.startswith("one setting per line"):
+        raw = value.strip()
+        if ";" in value or (diag.hint and diag.hint.startswith("one setting per line")):
             diag = Diagnostic(diag.code, diag.message, diag.span,
                               "--set takes one PATH=VALUE: quote the value if it has spaces, "
                               "repeat --set for another setting")
+        elif diag.code == "E100" and not raw.startswith(('"', "[", "{")):
+            diag = Diagnostic(diag.code, diag.message, diag.span,
+                              f'a string value goes in double quotes: --set \'{key.strip()}="{raw}"\'')
         return diag
     if len(items) != 1 or not isinstance(items[0], s.Setting):
         return Diagnostic("E502", f"--set takes exactly one setting, got {option!r}", s.Span(origin, 1, 1, 1, 2),
