@@ -82,6 +82,16 @@ def test_statuses_best_phases_and_duration(tmp_path):
     assert str(live) == runs["d-live"].path
 
 
+def test_a_killed_runs_step_comes_from_its_log_when_run_json_lags(tmp_path):
+    """run.json's progress is written at most once a second: a run killed early still says step 40."""
+    base = tmp_path / "runs"
+    make_run(base, "toy", "killed", status="running", pid=dead_pid(), step=0)
+    make_run(base, "toy", "done", status="finished", step=40)
+    runs = {r.run_id: r for r in list_runs(None, base)}
+    assert runs["killed"].status == "interrupted" and runs["killed"].step == 40
+    assert runs["done"].step == 40
+
+
 def test_table_columns_and_order(tmp_path):
     base = tmp_path / "runs"
     make_run(base, "toy", "late", started=1_700_000_500)

@@ -52,8 +52,10 @@ def describe_plan(plan: Plan) -> str:
         length = f"{_n(total)} optimizer steps"
     elif st.get("max_epochs"):
         length = f"{st['max_epochs']} epochs"
+    elif st.get("stop"):
+        length = "until the stop gate holds (or the run is interrupted)"
     else:
-        length = "until a stop gate holds or the run is interrupted"
+        length = "no end: no max_steps, max_epochs or stop gate; runs until interrupted"
     lines.append(f"{'length':<11}{length}")
     sched = st.get("schedule") or {"type": "constant"}
     text = sched["type"]

@@ -164,14 +164,19 @@ def read_run(run_dir: Path) -> RunInfo:
     else:
         end = status.get("updated") or (events[-1].get("time") if events else None)
     duration = max(end - started, 0.0) if started and end else None
+    metrics = read_metrics(run_dir)
+    step = status.get("step")
+    if state in ("running", "interrupted"):  # run.json's progress lags up to a second; the log does not
+        logged = [s for series in metrics.values() for s, _ in series]
+        step = max([step] + logged if step is not None else logged, default=None)
     return RunInfo(
         spec=status.get("spec") or plan.get("name") or run_dir.parent.name,
         run_id=run_dir.name,
         path=str(run_dir),
         status=state,
-        step=status.get("step"),
+        step=step,
         phases=dict(status.get("phases") or {}),
-        best=find_best(plan, read_metrics(run_dir), events),
+        best=find_best(plan, metrics, events),
         started=started,
         duration_s=duration,
         message=_message(status, state),
