@@ -1095,7 +1095,7 @@ def check(doc: s.Document, profile: str | None = None, overrides: tuple[str, ...
     loc = locate(doc)
     if profile is not None:
         if profile not in loc.profiles:
-            raise SpecError([Diagnostic("E501", f"no profile '{profile}' in {doc.path}", s.Span(doc.path, 1, 1, 1, 1),
+            raise SpecError([Diagnostic("E501", f"no profile '{profile}' in {doc.path}", loc.top_span(),
                                         did_you_mean(profile, loc.profiles)
                                         or f"profiles: {', '.join(loc.profiles) or 'none'}")], sources)
         apply_overrides(loc, loc.profiles[profile].statements, f"profile {profile}")

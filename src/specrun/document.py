@@ -63,7 +63,14 @@ class Located:
             if not key and path in self.key_spans:
                 return self.key_spans[path]
             path = path[:-1]
-        return s.Span(self.path, 1, 1, 1, 1)
+        return self.top_span()
+
+    def top_span(self) -> s.Span:
+        """Where a spec-wide problem points: its `spec NAME` line, else its first setting."""
+        if ("spec",) in self.key_spans:
+            return self.key_spans[("spec",)]
+        firsts = [sp for sp in self.key_spans.values() if sp.path == self.path]
+        return min(firsts, key=lambda sp: (sp.line, sp.col)) if firsts else s.Span(self.path, 1, 1, 1, 1)
 
     def value_span(self, path: Path) -> s.Span:
         """The span of the value written at ``path`` (``1e-4`` in ``lr 1e-4``), else ``span(path)``."""
