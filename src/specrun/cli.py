@@ -278,7 +278,7 @@ def plan(spec, profile, sets, as_json):
 @click.option("--new", is_flag=True, help="Start a fresh run even when the spec says `resume latest`.")
 @click.option("--allow-spec-change", is_flag=True, help="Resume although the spec changed since the run began.")
 @click.option("--profile-trace", is_flag=True, help="Record a torch.profiler trace into the run directory.")
-@click.option("--quiet", "-q", is_flag=True, help="No console output but errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the final line (finished, failed or interrupted) and errors.")
 def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, quiet):
     """Train: execute the spec's plan on the generic engine.
 
