@@ -23,7 +23,7 @@ from specrun.diagnostics import Diagnostic, SpecError, did_you_mean
 from specrun.document import COLLECTIONS, PHASE_TARGETS, Located, fill, merge, assign, locate
 from specrun.parse import parse, parse_statements, read_source
 from specrun.resources import resource_dir
-from specrun.values import SPAN_UNITS, TIME_UNITS, Gate, IntRange, Qty, describe
+from specrun.values import Gate, IntRange, Qty, describe
 
 SPEC_TYPES = {
     # a whole number is written as one: JSON Schema would take 32.0 for an integer, the
@@ -718,12 +718,13 @@ def _check_expr(loc: Located, path: tuple, gate: Gate, data: dict, in_phase: boo
 
 _COMPARE_OPS = ("<", "<=", ">", ">=", "==", "!=")
 _COUNTS = {"step": "steps", "phase.steps": "steps", "epoch": "epochs", "phase.epochs": "epochs"}
+_COUNTED_BY = {"steps": "step or phase.steps", "epochs": "epoch or phase.epochs"}
 
 
 def _unit_family(q: s.Quantity) -> str:
-    if q.unit in SPAN_UNITS:
-        return SPAN_UNITS[q.unit]
-    return "time" if q.unit in TIME_UNITS else "bytes"
+    """steps, epochs, time or bytes."""
+    v = Qty(q.value, q.unit)
+    return v.span_unit if v.dimension == "span" else {"duration": "time"}.get(v.dimension, v.dimension)
 
 
 def _unit_diagnostics(expr) -> list[Diagnostic]:
@@ -738,13 +739,19 @@ def _unit_diagnostics(expr) -> list[Diagnostic]:
         for ref, q in ((node.left, node.right), (node.right, node.left)):
             if not isinstance(q, s.Quantity) or q.unit == "%":
                 continue
-            family, counts = _unit_family(q), _COUNTS.get(ref.dotted) if isinstance(ref, s.Ref) else None
-            if isinstance(ref, s.Ref) and family != counts:
-                what = f"counts {counts}" if counts else "is a plain number"
-                fix = {"steps": "step or phase.steps", "epochs": "epoch or phase.epochs"}.get(family)
-                hint = (f"compare {fix} with it" if fix else
-                        f"compare `{ref.dotted}` with a number of {counts}" if counts else "compare with a plain number")
-                out.append(Diagnostic("E405", f"`{ref.dotted}` {what}; `{q.text}` is {family}", q.span, hint))
+            if not isinstance(ref, s.Ref):
+                continue
+            family, counts = _unit_family(q), _COUNTS.get(ref.dotted)
+            if family == counts:
+                continue
+            what = f"counts {counts}" if counts else "is a plain number"
+            if family in ("steps", "epochs"):
+                hint = f"compare {_COUNTED_BY[family]} with it"
+            elif counts:
+                hint = f"compare `{ref.dotted}` with a number of {counts}"
+            else:
+                hint = "compare with a plain number"
+            out.append(Diagnostic("E405", f"`{ref.dotted}` {what}; `{q.text}` is {family}", q.span, hint))
     return out
 
 
@@ -922,9 +929,9 @@ def _checkpoint_name_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
 
     ck = _d(data.get("checkpoint"))
     out = []
-    for path in (("checkpoint", "name"), ("checkpoint", "final"), ("checkpoint", "best", "name"),
-                 ("checkpoint", "dir")):
-        value = ck.get(path[1]) if len(path) == 2 else _d(ck.get("best")).get("name")
+    for path, value in ((("checkpoint", "name"), ck.get("name")), (("checkpoint", "final"), ck.get("final")),
+                        (("checkpoint", "best", "name"), _d(ck.get("best")).get("name")),
+                        (("checkpoint", "dir"), ck.get("dir"))):
         if not isinstance(value, str):
             continue
         where, key = loc.value_span(path), ".".join(path)

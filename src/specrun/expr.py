@@ -118,7 +118,7 @@ def _num(x):
 
 def _window(ctx: Context, name: str, n: int | None):
     fresh = _fresh(ctx, name)
-    values = list(ctx.series.get(name) or ())[len(ctx.series.get(name) or ()) - fresh:]
+    values = list(ctx.series.get(name) or ())[-fresh:] if fresh else []
     if n is None:
         return values
     return values[-int(n):] if fresh >= int(n) else None

@@ -202,7 +202,6 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     console = Console(quiet=opts.quiet, enabled=main)
     try:
         run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
-        run_dir.main = main
         if not (run_dir.path / "plan.json").exists():
             run_dir.create(format_data(spec_data), plan.to_json())
     except SpecChanged as exc:
