@@ -43,12 +43,12 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from specrun.check import check  # noqa: E402
+from specrun.spec.check import check  # noqa: E402
 from specrun.components.api import Context  # noqa: E402
 from specrun.components.builtin import RuleClassification, build_mlp  # noqa: E402
 from specrun.engine.console import Console  # noqa: E402
 from specrun.engine.execute import Options, execute  # noqa: E402
-from specrun.parse import parse  # noqa: E402
+from specrun.spec.parse import parse  # noqa: E402
 from specrun.plan import build_plan  # noqa: E402
 
 SPEC = """

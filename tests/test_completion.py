@@ -13,7 +13,7 @@ from click.shell_completion import BashComplete
 from click.testing import CliRunner
 
 from specrun.cli import main
-from specrun.commands import COMMANDS
+from specrun.cli.commands import COMMANDS
 
 SPEC = """\
 spec comp_toy

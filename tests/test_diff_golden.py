@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from specrun.cli import main
-from specrun.diff import diff
-from specrun.parse import parse
+from specrun.spec.diff import diff
+from specrun.spec.parse import parse
 
 DIFF = Path(__file__).parent / "data" / "diff"
 CASES = sorted(p.name[: -len(".a.train")] for p in DIFF.glob("*.a.train"))

@@ -59,7 +59,7 @@ def test_json_format_matches_text(monkeypatch):
 def test_every_code_is_known_and_documented():
     import re
 
-    from specrun.diagnostics import CODES
+    from specrun.spec.diagnostics import CODES
 
     repo = ERRORS.parents[2]
     used = set()

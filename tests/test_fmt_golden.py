@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from specrun import syntax as s
-from specrun.fmt import format_source
-from specrun.parse import parse
+from specrun.spec import syntax as s
+from specrun.spec.fmt import format_source
+from specrun.spec.parse import parse
 
 FMT = Path(__file__).parent / "data" / "fmt"
 CASES = sorted(p.name[: -len(".input.train")] for p in FMT.glob("*.input.train"))

@@ -13,11 +13,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specrun import syntax as s
-from specrun.check import check_all_profiles
-from specrun.diagnostics import SpecError, render
-from specrun.fmt import format_document
-from specrun.parse import decode_source, parse
+from specrun.spec import syntax as s
+from specrun.spec.check import check_all_profiles
+from specrun.spec.diagnostics import SpecError, render
+from specrun.spec.fmt import format_document
+from specrun.spec.parse import decode_source, parse
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = [p.read_text(encoding="utf-8") for p in sorted((REPO / "specs").glob("*.train"))]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from specrun import syntax as s
-from specrun.check import check, check_all_profiles, load
-from specrun.diagnostics import Diagnostic, SpecError, render
-from specrun.document import locate
-from specrun.expr import Context, evaluate
-from specrun.fmt import format_data, format_source
-from specrun.parse import decode_source, parse
-from specrun.values import Gate, IntRange, Qty
+from specrun.spec import syntax as s
+from specrun.spec.check import check, check_all_profiles, load
+from specrun.spec.diagnostics import Diagnostic, SpecError, render
+from specrun.spec.document import locate
+from specrun.spec.expr import Context, evaluate
+from specrun.spec.fmt import format_data, format_source
+from specrun.spec.parse import decode_source, parse
+from specrun.spec.values import Gate, IntRange, Qty
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "specs").glob("*.train"))
@@ -167,7 +167,7 @@ def test_too_large_file():
 
 def test_parser_cache(tmp_path, monkeypatch):
     """The LALR tables are cached on disk; a torn cache file is rebuilt, never fatal."""
-    from specrun import parse as p
+    from specrun.spec import parse as p
 
     monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path))
     p._parser.cache_clear()
@@ -224,7 +224,7 @@ def test_errors_point_at_values_and_overrides():
 
 def test_ranges():
     assert codes(BASE.replace("features 8", "features 8\n  sizes 3..2")) == ["E200"]
-    from specrun.check import SPEC_TYPES
+    from specrun.spec.schema import SPEC_TYPES
 
     assert SPEC_TYPES["range"](None, IntRange(3, 16))
     assert not SPEC_TYPES["range"](None, IntRange(16, 3))
@@ -257,7 +257,7 @@ def test_reached_names_phases_not_metrics():
 ])
 def test_qty_text_round_trips(qty, text):
     assert str(qty) == text
-    from specrun.values import plain
+    from specrun.spec.values import plain
 
     assert plain(parse(f"x {text}\n").items[0].value) == qty
 

@@ -1,7 +1,7 @@
-"""The subset validator (check._Subset) against jsonschema itself, the reference.
+"""The subset validator (schema.SubsetValidator) against jsonschema itself, the reference.
 
 `specrun validate` avoids importing jsonschema (it costs more than checking every
-reference spec); check._Subset implements the part of JSON Schema the spec and component
+reference spec); schema.SubsetValidator implements the part of JSON Schema the spec and component
 schemas use. Here both validate the same data and must report the same errors.
 """
 
@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specrun import catalog as cat
-from specrun.check import _Subset, _validator_class, spec_schema
-from specrun.diagnostics import SpecError
-from specrun.document import locate
-from specrun.parse import parse
-from specrun.values import Gate, IntRange, Qty
+from specrun.spec import catalog as cat
+from specrun.spec.schema import SubsetValidator, reference_validator, spec_schema
+from specrun.spec.diagnostics import SpecError
+from specrun.spec.document import locate
+from specrun.spec.parse import parse
+from specrun.spec.values import Gate, IntRange, Qty
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = [("spec", spec_schema())] + [(f"{c.kind} {c.name}", c.params) for c in cat.catalog().values()]
@@ -30,16 +30,16 @@ def _errors(validator, instance):
 
 
 def _same(schema: dict, instance):
-    assert _Subset.covers(schema)
-    assert _errors(_Subset(schema), instance) == _errors(_validator_class()(schema), instance)
+    assert SubsetValidator.covers(schema)
+    assert _errors(SubsetValidator(schema), instance) == _errors(reference_validator()(schema), instance)
 
 
 def test_every_schema_is_covered():
     """Were one not covered it would still be checked (by jsonschema), only slower."""
-    assert [name for name, schema in SCHEMAS if not _Subset.covers(schema)] == []
-    assert not _Subset.covers({"type": "object", "patternProperties": {"^x": {}}})
-    assert not _Subset.covers({"items": [{"type": "integer"}]})
-    assert not _Subset.covers({"$ref": "https://example.com/x.json"})
+    assert [name for name, schema in SCHEMAS if not SubsetValidator.covers(schema)] == []
+    assert not SubsetValidator.covers({"type": "object", "patternProperties": {"^x": {}}})
+    assert not SubsetValidator.covers({"items": [{"type": "integer"}]})
+    assert not SubsetValidator.covers({"$ref": "https://example.com/x.json"})
 
 
 def _corpus():

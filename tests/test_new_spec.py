@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from specrun.commands import new_command
-from specrun.newspec import NewSpecError, new_spec, renamed
+from specrun.cli.commands import new_command
+from specrun.cli.newspec import NewSpecError, new_spec, renamed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,9 +59,9 @@ def test_new_from_reference_name(workdir):
     assert "spec my_rule" in text and "ref_rule" not in text
     assert "profile smoke" in text
 
-    from specrun.check import check_all_profiles
-    from specrun.document import locate
-    from specrun.parse import parse
+    from specrun.spec.check import check_all_profiles
+    from specrun.spec.document import locate
+    from specrun.spec.parse import parse
 
     doc = parse(text, "my_rule.train")
     assert check_all_profiles(doc) == []

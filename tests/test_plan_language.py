@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from specrun.check import load
+from specrun.spec.check import load
 from specrun.cli import main
 from specrun.plan import build_plan
 

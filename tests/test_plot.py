@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from specrun.commands import plot_command
-from specrun.plot import (
+from specrun.cli.commands import plot_command
+from specrun.cli.plot import (
     Gate, PlotError, PlotUnavailable, build_figure, default_metrics, expand, gate_series, gate_thresholds,
     gates, load, plot_runs,
 )
@@ -79,7 +79,7 @@ def test_gates_and_their_series():
 
 
 def load_plan_only(plan):
-    from specrun.plot import RunData
+    from specrun.cli.plot import RunData
 
     return RunData(Path("x"), "x", plan, {})
 

@@ -52,7 +52,7 @@ def test_smoke_promotes_through_a_real_gate(spec, tmp_path):
 
 def _assert_beats_the_copy_baseline(run_dir: Path) -> None:
     """In the first stage (3..5, 50-70% given) the valid-grid rate clears copy-and-guess by far."""
-    from specrun.check import load
+    from specrun.spec.check import load
     from specrun.components.api import Context
     from specrun.components.latin.task import LatinGridTask, copy_baseline_valid_rate
     from specrun.plan import build_plan

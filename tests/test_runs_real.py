@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from specrun.runs import list_runs
+from specrun.cli.runs import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "builtin_rule.train"
@@ -50,7 +50,7 @@ def test_table_of_a_real_run(smoke_run):
 def test_plot_of_a_real_run(smoke_run, tmp_path):
     from matplotlib.image import imread
 
-    from specrun.plot import build_figure, load, plot_runs
+    from specrun.cli.plot import build_figure, load, plot_runs
 
     run = load(smoke_run)
     fig, _ = build_figure([run])

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from specrun.commands import runs_command
-from specrun.runs import find_runs, format_duration, list_runs, read_metrics, resolve_run, spec_name
+from specrun.cli.commands import runs_command
+from specrun.cli.runs import find_runs, format_duration, list_runs, read_metrics, resolve_run, spec_name
 
 PLAN = {
     "name": "toy",

@@ -15,10 +15,10 @@ import copy
 import platform
 from dataclasses import asdict, dataclass, field
 
-from specrun import catalog as cat
-from specrun.check import Spec, component_params, spec_schema
-from specrun.fmt import to_json
-from specrun.values import Gate, IntRange, Qty
+from specrun.spec import catalog as cat
+from specrun.spec.check import Spec, component_params, spec_schema
+from specrun.spec.values import to_json
+from specrun.spec.values import Gate, IntRange, Qty
 
 
 @dataclass
@@ -129,9 +129,9 @@ def fill_defaults(value, schema: dict, root: dict):
 
 def _default(value, schema: dict):
     if schema.get("type") in ("duration", "bytes", "span") and isinstance(value, str):
-        from specrun.parse import _QUANTITY
+        from specrun.spec.syntax import QUANTITY
 
-        m = _QUANTITY.match(value)
+        m = QUANTITY.match(value)
         return Qty(float(m["number"]) if "." in m["number"] else int(m["number"]), m["unit"])
     return copy.deepcopy(value)
 

@@ -131,7 +131,7 @@ def test_bad_params_are_refused(tmp_path):
 
 
 def test_range_forms_accepted(tmp_path):
-    from specrun.values import IntRange
+    from specrun.spec.values import IntRange
 
     assert _task(tmp_path, sizes=IntRange(4, 6)).params["sizes"] == (4, 6)
     assert _task(tmp_path, sizes=[5, 5]).params["sizes"] == (5, 5)

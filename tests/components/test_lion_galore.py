@@ -246,7 +246,7 @@ def test_catalog_entries_are_valid_schemas_with_defaults():
 
 
 def test_catalog_resolves_implementations():
-    from specrun.catalog import lookup
+    from specrun.spec.catalog import lookup
 
     for kind, name in (("task", "sha256_trace"), ("model", "sparse_logic_transformer"),
                        ("optimizer", "lion"), ("optimizer", "galore_adamw")):

@@ -98,7 +98,7 @@ def test_bad_values_are_rejected():
 
 
 def test_muon_is_another_name_for_mugrokfast():
-    from specrun import catalog as cat
+    from specrun.spec import catalog as cat
 
     assert cat.lookup("optimizer", "muon") is cat.lookup("optimizer", "mugrokfast")
     assert "muon" in cat.names("optimizer")  # offered by 'did you mean' and completion too

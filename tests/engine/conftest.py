@@ -124,7 +124,7 @@ def write_spec(directory: Path, text: str, name: str = "spec.train") -> Path:
 
 def load_plan(spec_path, profile=None, sets=()):
     """(checked Spec, Plan) for a spec file, exactly as `specrun run` builds them."""
-    from specrun.check import load
+    from specrun.spec.check import load
     from specrun.plan import build_plan
 
     spec = load(str(spec_path), profile, tuple(sets))

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import specrun
-from specrun.check import load
+from specrun.spec.check import load
 from specrun.cli import main
 
 from .conftest import FAST_SPEC, ROOT, csv_rows, events, write_spec

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from specrun import expr as ex
+from specrun.spec import expr as ex
 from specrun.engine.curriculum import Curriculum
 from specrun.engine.history import History, window_sizes
 from specrun.engine.setup import _all_gates

@@ -400,7 +400,7 @@ def test_an_allowed_spec_change_is_recorded_in_the_run(tmp_path, monkeypatch):
     (before,) = run_dir.glob("spec.before-*.train")  # the spec the run began with, kept
     assert "lr 0.01" in before.read_text()
     plan = json.loads((run_dir / "plan.json").read_text())
-    from specrun.check import load
+    from specrun.spec.check import load
 
     assert plan["spec_hash"] == load(str(spec)).hash
     # a third launch of the changed spec continues without asking again

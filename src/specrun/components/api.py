@@ -2,7 +2,7 @@
 
 The engine is generic: it knows nothing of SHA-256, text or grids. Everything
 domain-specific arrives through four small interfaces, built by the factories
-that the catalog (``specrun.catalog``) points at.
+that the catalog (``specrun.spec.catalog``) points at.
 
 Factories (the ``impl`` of a catalog entry is ``"module:function"``):
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from specrun.atomic import fsync_dir, write_json_atomic
+from specrun.engine.atomic import fsync_dir, write_json_atomic
 
 INDEX = "index.json"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from specrun import expr as ex
+from specrun.spec import expr as ex
 from specrun.plan import Axis
 
 

@@ -13,8 +13,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from specrun import expr as ex
-from specrun import syntax as s
+from specrun.spec import expr as ex
+from specrun.spec import syntax as s
 from specrun.engine.checkpoint import Checkpointer, CheckpointError, load_file
 from specrun.engine.console import Console
 from specrun.engine.device import Unsupported
@@ -23,7 +23,7 @@ from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, rea
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.tensorboard import TensorBoardLog, TensorBoardUnavailable
-from specrun.fmt import format_data
+from specrun.spec.fmt import format_data
 from specrun.plan import Plan
 
 
@@ -42,8 +42,8 @@ class SpecChanged(RuntimeError):
 
 
 def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
-    from specrun.diff import diff
-    from specrun.parse import parse
+    from specrun.spec.diff import diff
+    from specrun.spec.parse import parse
 
     old = parse(old_spec.read_text(encoding="utf-8"), str(old_spec))
     new = parse(format_data(spec_data), "(this spec)")
@@ -118,7 +118,7 @@ def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: lis
 
 
 def metric_columns(run) -> list[str]:
-    from specrun import catalog as cat
+    from specrun.spec import catalog as cat
 
     task = list(getattr(run.task, "metric_names", ()))
     model = cat.lookup("model", run.plan.components["model"]["type"])

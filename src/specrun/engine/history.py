@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from specrun import expr as ex
-from specrun import syntax as s
+from specrun.spec import expr as ex
+from specrun.spec import syntax as s
 
 
 def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]], set[tuple]]:

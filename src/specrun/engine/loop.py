@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from specrun import expr as ex
+from specrun.spec import expr as ex
 from specrun.engine.checkpoint import CheckpointError
 from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
 from specrun.engine.window import Window
-from specrun.fmt import format_expr
+from specrun.spec.printer import format_expr
 
 
 class RunFailed(RuntimeError):

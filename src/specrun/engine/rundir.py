@@ -18,10 +18,10 @@ import os
 import platform
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-from specrun.atomic import write_json_atomic
+from specrun.engine.atomic import write_json_atomic
 
 STATUS = "run.json"
 STATUS_EVERY_S = 1.0  # how often progress (step, phases) reaches run.json

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specrun import catalog as cat
+from specrun.spec import catalog as cat
 from specrun.components.api import Context
 from specrun.engine import device as dev
 from specrun.engine.checkpoint import Checkpointer
@@ -28,7 +28,7 @@ from specrun.engine.rundir import RunDir
 from specrun.engine.schedule import build_scheduler
 from specrun.engine.window import Window
 from specrun.plan import Plan, resolve_span
-from specrun.values import Qty
+from specrun.spec.values import Qty
 
 
 class SetupError(RuntimeError):
@@ -213,7 +213,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
 
 
 def _gates_read_train_metrics(plan: Plan) -> bool:
-    from specrun import expr as ex
+    from specrun.spec import expr as ex
 
     engine_own = {"train.loss", "train.grad_norm", "train.lr"}
     return any(ref.startswith("train.") and ref not in engine_own

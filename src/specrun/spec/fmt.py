@@ -16,12 +16,13 @@ without their spans, and formatting the output again must change nothing.
 
 from __future__ import annotations
 
-import json
 import re
 
-from specrun import syntax as s
-from specrun.parse import _QUANTITY, parse
-from specrun.values import BYTE_UNITS, TIME_UNITS, Gate, IntRange, Qty
+from specrun.spec import syntax as s
+from specrun.spec.parse import parse
+from specrun.spec.printer import format_expr, format_value, quote
+from specrun.spec.schema import spec_schema
+from specrun.spec.values import Gate, IntRange, Qty
 
 INDENT = "  "
 MAX_WIDTH = 88
@@ -31,82 +32,6 @@ _RESERVED = {"when", "by", "and", "or", "not", "true", "false", "expect"}
 
 class FormatError(Exception):
     """The formatter would change the meaning of the file: a bug, never the user's fault."""
-
-
-# ---- leaves ------------------------------------------------------------------------
-
-def quantity_text(number_text: str, unit: str) -> str:
-    if unit in BYTE_UNITS or unit in TIME_UNITS or unit == "%":
-        return f"{number_text}{unit}"
-    return f"{number_text} {unit}"
-
-
-def _quantity(node: s.Quantity) -> str:
-    m = _QUANTITY.match(node.text)
-    return quantity_text(m["number"], m["unit"])
-
-
-def quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
-
-
-def format_value(node) -> str:
-    if isinstance(node, s.Number):
-        return node.text
-    if isinstance(node, s.Quantity):
-        return _quantity(node)
-    if isinstance(node, s.String):
-        return quote(node.value)
-    if isinstance(node, s.Bool):
-        return "true" if node.value else "false"
-    if isinstance(node, s.Name):
-        return node.dotted
-    if isinstance(node, s.Range):
-        return f"{node.lo.text}..{node.hi.text}"
-    if isinstance(node, s.List):
-        return "[" + ", ".join(format_value(v) for v in node.items) + "]"
-    raise TypeError(node)
-
-
-# ---- expressions -----------------------------------------------------------------------
-
-_PREC = {"or": 1, "and": 2, "<": 4, "<=": 4, ">": 4, ">=": 4, "==": 4, "!=": 4,
-         "+": 5, "-": 5, "*": 6, "/": 6}
-
-
-def _prec(node) -> int:
-    if isinstance(node, s.BinOp):
-        return _PREC[node.op]
-    if isinstance(node, s.Not):
-        return 3
-    if isinstance(node, s.Neg):
-        return 7
-    return 8
-
-
-def format_expr(node) -> str:
-    if isinstance(node, (s.Number, s.Quantity, s.String, s.Bool)):
-        return format_value(node)
-    if isinstance(node, s.Ref):
-        return node.dotted
-    if isinstance(node, s.Call):
-        args = [format_expr(a) for a in node.args] + [f"{k}={format_expr(v)}" for k, v in node.kwargs]
-        return f"{node.name}({', '.join(args)})"
-    if isinstance(node, s.Not):
-        return "not " + _wrap(node.operand, 3)
-    if isinstance(node, s.Neg):
-        return "-" + _wrap(node.operand, 7)
-    prec = _PREC[node.op]
-    # Left-associative: an equal-precedence right operand keeps its parentheses;
-    # comparisons do not chain, so both sides of one need them.
-    left = _wrap(node.left, prec + (1 if prec == 4 else 0))
-    right = _wrap(node.right, prec + 1)
-    return f"{left} {node.op} {right}"
-
-
-def _wrap(node, min_prec: int) -> str:
-    text = format_expr(node)
-    return f"({text})" if _prec(node) < min_prec else text
 
 
 # ---- documents ----------------------------------------------------------------------------
@@ -404,23 +329,8 @@ def format_data(data: dict) -> str:
     ``check(parse(format_data(spec.data))).data == spec.data``: a run's spec.train
     means exactly what was run.
     """
-    from specrun.check import spec_schema
-
     order = list(spec_schema()["properties"])
     text = "\n".join(_data_lines(data, 0, order)) + "\n"
     return format_document(parse(text, "spec.train"))  # long lists one item per line, as fmt does
 
 
-def to_json(value):
-    """Plain data -> JSON-ready data (Qty, ranges and gates as their text)."""
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    if isinstance(value, (Qty, IntRange, Gate)):
-        return str(value)
-    return value
-
-
-def canonical_json(data: dict) -> str:
-    return json.dumps(to_json(data), sort_keys=True)

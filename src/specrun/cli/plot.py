@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specrun.runs import read_events, read_json, read_metrics, validation_series
+from specrun.cli.runs import read_events, read_json, read_metrics, validation_series
 
 PLOT_EXTRA = "pip install 'specrun[plot]'"
 COMPARISONS = {"<", "<=", ">", ">=", "==", "!="}
@@ -96,7 +96,7 @@ def gates(plan: dict) -> list[Gate]:
 
 
 def _parse_expr(text: str):
-    from specrun.parse import parse_statements
+    from specrun.spec.parse import parse_statements
 
     statements = parse_statements(f"gate when {text}", "<plan.json>")
     return statements[0].gate if statements else None
@@ -105,7 +105,7 @@ def _parse_expr(text: str):
 def gate_series(text: str) -> set[str]:
     """The metric series (``train.x``/``val.x``) an expression reads."""
     try:
-        from specrun.expr import series_refs
+        from specrun.spec.expr import series_refs
 
         return series_refs(_parse_expr(text))
     except Exception:  # a plan written by another version: fall back to the text
@@ -126,8 +126,8 @@ _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 def _thresholds_in(expr):
-    from specrun import syntax as s
-    from specrun.expr import series_refs, walk
+    from specrun.spec import syntax as s
+    from specrun.spec.expr import series_refs, walk
 
     def constant(node):
         if isinstance(node, s.Number):

@@ -12,30 +12,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from specrun import catalog as cat
-from specrun import expr as ex
-from specrun import syntax as s
-from specrun.diagnostics import Diagnostic, SpecError, did_you_mean
-from specrun.document import COLLECTIONS, PHASE_TARGETS, Located, fill, merge, assign, locate
-from specrun.parse import parse, parse_statements, read_source
-from specrun.resources import resource_dir
-from specrun.values import Gate, IntRange, Qty, describe
+from specrun.spec import catalog as cat
+from specrun.spec import expr as ex
+from specrun.spec import syntax as s
+from specrun.spec.diagnostics import Diagnostic, SpecError, did_you_mean
+from specrun.spec.document import COLLECTIONS, PHASE_TARGETS, Located, fill, merge, assign, locate
+from specrun.spec.parse import parse, parse_statements, read_source
+from specrun.spec.printer import format_expr
+from specrun.spec.schema import SPEC_TYPES, resolve_ref, spec_schema, validator_for
+from specrun.spec.values import Gate, IntRange, Qty, canonical_json, describe
 
-SPEC_TYPES = {
-    # a whole number is written as one: JSON Schema would take 32.0 for an integer, the
-    # engine would then get a float where it counts
-    "integer": lambda c, v: isinstance(v, int) and not isinstance(v, bool),
-    "bytes": lambda c, v: isinstance(v, Qty) and v.dimension == "bytes",
-    "duration": lambda c, v: isinstance(v, Qty) and v.dimension == "duration",
-    "span": lambda c, v: isinstance(v, Qty) and v.dimension == "span",
-    "range": lambda c, v: (isinstance(v, IntRange) and all(isinstance(x, int) and not isinstance(x, bool)
-                                                            for x in (v.lo, v.hi)) and v.lo <= v.hi),
-    "gate": lambda c, v: isinstance(v, Gate),
-}
 TYPE_WORDS = {
     "bytes": "a size such as 10GB or 512MiB", "duration": "a duration such as 30s or 5min",
     "span": "a training span such as 500 steps, 3 epochs or 5%", "range": "a range such as 3..16",
@@ -61,301 +49,10 @@ class Spec:
     def hash(self) -> str:
         """The experiment's identity. `checkpoint.resume` is left out: where a run starts
         from is not what it is, and continuing one must not count as changing it."""
-        from specrun.fmt import canonical_json
-
         data = dict(self.data)
         if isinstance(data.get("checkpoint"), dict):
             data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k != "resume"}
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
-
-
-# ---- schema machinery -------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def spec_schema() -> dict:
-    return json.loads((resource_dir("schemas") / "spec.schema.json").read_text(encoding="utf-8"))
-
-
-@lru_cache(maxsize=1)
-def _validator_class():
-    """jsonschema's Draft 2020-12 validator with the spec types: the reference implementation,
-    used for any schema that needs more than ``_Subset`` knows (imported only then)."""
-    import jsonschema
-    from jsonschema import Draft202012Validator
-
-    checker = Draft202012Validator.TYPE_CHECKER.redefine_many(SPEC_TYPES)
-    return jsonschema.validators.extend(Draft202012Validator, type_checker=checker)
-
-
-def _validator(schema: dict):
-    """A validator for ``schema``: the fast subset validator when it covers the schema."""
-    if _Subset.covers(schema):
-        return _Subset(schema)
-    return _validator_class()(schema)
-
-
-# ---- the subset validator -------------------------------------------------------------------
-#
-# Importing jsonschema (and the metaschemas it loads) costs more than parsing and checking
-# every reference spec; `specrun validate` must stay quick. The spec and component schemas
-# use a small part of JSON Schema, which _Subset implements with jsonschema's semantics and
-# error objects. A schema using anything else goes to jsonschema itself; a test holds the two
-# to the same errors.
-
-_ANNOTATIONS = {"$schema", "$id", "$defs", "definitions", "$comment", "title", "description", "default",
-                "examples", "deprecated", "readOnly", "writeOnly", "format"}
-_KEYWORDS = {"type", "properties", "additionalProperties", "required", "enum", "const", "minimum", "maximum",
-             "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "items", "uniqueItems",
-             "pattern", "minLength", "maxLength", "multipleOf", "$ref", "anyOf", "oneOf", "allOf", "not"}
-_JSON_TYPES = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-
-
-def _equal(a, b) -> bool:
-    """jsonschema's equality: true is not 1, 1 is 1.0, containers compare by content."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    try:
-        return bool(a == b)
-    except Exception:
-        return False
-
-
-@dataclass
-class _Error:
-    """The parts of jsonschema.ValidationError that _translate reads."""
-
-    message: str
-    validator: str
-    validator_value: object
-    instance: object
-    schema: dict
-    absolute_path: tuple
-
-
-class _Subset:
-    def __init__(self, schema: dict):
-        self.root = schema
-
-    @staticmethod
-    @lru_cache(maxsize=None)
-    def _covers_json(text: str) -> bool:
-        def ok(node, where_keywords: bool) -> bool:
-            if isinstance(node, list):
-                return all(ok(n, True) for n in node)
-            if not isinstance(node, dict):
-                return True
-            if where_keywords:  # a schema object: every key must be known
-                for key, value in node.items():
-                    if key in ("properties", "$defs", "definitions"):
-                        if not isinstance(value, dict) or not all(ok(v, True) for v in value.values()):
-                            return False
-                    elif key in ("items", "additionalProperties", "not"):
-                        if not (isinstance(value, bool) or (isinstance(value, dict) and ok(value, True))):
-                            return False
-                    elif key in ("anyOf", "oneOf", "allOf"):
-                        if not isinstance(value, list) or not all(ok(v, True) for v in value):
-                            return False
-                    elif key == "$ref":
-                        if not (isinstance(value, str) and value.startswith("#/")):
-                            return False
-                    elif key not in _KEYWORDS and key not in _ANNOTATIONS:
-                        return False
-            return True
-
-        return ok(json.loads(text), True)
-
-    @classmethod
-    def covers(cls, schema: dict) -> bool:
-        try:
-            return cls._covers_json(json.dumps(schema, sort_keys=True, default=str))
-        except (TypeError, ValueError):
-            return False
-
-    def is_type(self, value, kind: str) -> bool:
-        check = SPEC_TYPES.get(kind)
-        if check is not None:
-            return bool(check(None, value))
-        check = _JSON_TYPES.get(kind)
-        return bool(check and check(value))
-
-    def is_valid(self, instance, schema=None) -> bool:
-        return next(self._errors(instance, self.root if schema is None else schema, ()), None) is None
-
-    def iter_errors(self, instance):
-        yield from self._errors(instance, self.root, ())
-
-    def _ref(self, ref: str) -> dict:
-        node = self.root
-        for part in ref[2:].split("/"):
-            node = node[part.replace("~1", "/").replace("~0", "~")]
-        return node
-
-    def _errors(self, inst, schema, path):
-        if schema is True:
-            return
-        if schema is False:
-            yield _Error("False schema does not allow the value", "false", False, inst, schema, path)
-            return
-        for key, value in schema.items():
-            if key in _ANNOTATIONS:
-                continue
-            yield from getattr(self, "_k_" + key.lstrip("$"))(value, inst, schema, path)
-
-    def _err(self, message, keyword, value, inst, schema, path):
-        return _Error(message, keyword, value, inst, schema, path)
-
-    def _k_ref(self, value, inst, schema, path):
-        yield from self._errors(inst, self._ref(value), path)
-
-    def _k_type(self, value, inst, schema, path):
-        kinds = [value] if isinstance(value, str) else value
-        if not any(self.is_type(inst, k) for k in kinds):
-            yield self._err(f"{inst!r} is not of type {', '.join(map(repr, kinds))}", "type", value, inst, schema, path)
-
-    def _k_properties(self, value, inst, schema, path):
-        if isinstance(inst, dict):
-            for name, sub in value.items():
-                if name in inst:
-                    yield from self._errors(inst[name], sub, path + (name,))
-
-    def _k_additionalProperties(self, value, inst, schema, path):
-        if not isinstance(inst, dict):
-            return
-        extras = [k for k in inst if k not in schema.get("properties", {})]
-        if value is False:
-            if extras:
-                yield self._err(f"Additional properties are not allowed ({', '.join(map(repr, extras))} "
-                                f"{'was' if len(extras) == 1 else 'were'} unexpected)",
-                                "additionalProperties", value, inst, schema, path)
-        elif isinstance(value, dict):
-            for k in extras:
-                yield from self._errors(inst[k], value, path + (k,))
-
-    def _k_required(self, value, inst, schema, path):
-        if isinstance(inst, dict):
-            for name in value:
-                if name not in inst:
-                    yield self._err(f"{name!r} is a required property", "required", value, inst, schema, path)
-
-    def _k_enum(self, value, inst, schema, path):
-        if not any(_equal(inst, v) for v in value):
-            yield self._err(f"{inst!r} is not one of {value!r}", "enum", value, inst, schema, path)
-
-    def _k_const(self, value, inst, schema, path):
-        if not _equal(inst, value):
-            yield self._err(f"{value!r} was expected", "const", value, inst, schema, path)
-
-    def _number(self, inst) -> bool:
-        return self.is_type(inst, "number")
-
-    def _k_minimum(self, value, inst, schema, path):
-        if self._number(inst) and inst < value:
-            yield self._err(f"{inst!r} is less than the minimum of {value!r}", "minimum", value, inst, schema, path)
-
-    def _k_maximum(self, value, inst, schema, path):
-        if self._number(inst) and inst > value:
-            yield self._err(f"{inst!r} is greater than the maximum of {value!r}", "maximum", value, inst,
-                            schema, path)
-
-    def _k_exclusiveMinimum(self, value, inst, schema, path):
-        if self._number(inst) and inst <= value:
-            yield self._err(f"{inst!r} is less than or equal to the minimum of {value!r}", "exclusiveMinimum",
-                            value, inst, schema, path)
-
-    def _k_exclusiveMaximum(self, value, inst, schema, path):
-        if self._number(inst) and inst >= value:
-            yield self._err(f"{inst!r} is greater than or equal to the maximum of {value!r}",
-                            "exclusiveMaximum", value, inst, schema, path)
-
-    def _k_multipleOf(self, value, inst, schema, path):
-        if self._number(inst):
-            if isinstance(value, float):
-                quotient = inst / value
-                try:
-                    failed = int(quotient) != quotient
-                except OverflowError:
-                    failed = True
-            else:
-                failed = inst % value
-            if failed:
-                yield self._err(f"{inst!r} is not a multiple of {value}", "multipleOf", value, inst, schema, path)
-
-    def _k_minItems(self, value, inst, schema, path):
-        if isinstance(inst, list) and len(inst) < value:
-            yield self._err(f"{inst!r} should be non-empty" if value == 1 else f"{inst!r} is too short",
-                            "minItems", value, inst, schema, path)
-
-    def _k_maxItems(self, value, inst, schema, path):
-        if isinstance(inst, list) and len(inst) > value:
-            yield self._err(f"{inst!r} is too long", "maxItems", value, inst, schema, path)
-
-    def _k_uniqueItems(self, value, inst, schema, path):
-        if value and isinstance(inst, list):
-            if any(_equal(a, b) for i, a in enumerate(inst) for b in inst[i + 1:]):
-                yield self._err(f"{inst!r} has non-unique elements", "uniqueItems", value, inst, schema, path)
-
-    def _k_items(self, value, inst, schema, path):
-        if isinstance(inst, list):
-            for i, item in enumerate(inst):
-                yield from self._errors(item, value, path + (i,))
-
-    def _k_pattern(self, value, inst, schema, path):
-        import re
-
-        if isinstance(inst, str) and not re.search(value, inst):
-            yield self._err(f"{inst!r} does not match {value!r}", "pattern", value, inst, schema, path)
-
-    def _k_minLength(self, value, inst, schema, path):
-        if isinstance(inst, str) and len(inst) < value:
-            yield self._err(f"{inst!r} is too short", "minLength", value, inst, schema, path)
-
-    def _k_maxLength(self, value, inst, schema, path):
-        if isinstance(inst, str) and len(inst) > value:
-            yield self._err(f"{inst!r} is too long", "maxLength", value, inst, schema, path)
-
-    def _k_anyOf(self, value, inst, schema, path):
-        if not any(self.is_valid(inst, sub) for sub in value):
-            yield self._err(f"{inst!r} is not valid under any of the given schemas", "anyOf", value, inst,
-                            schema, path)
-
-    def _k_oneOf(self, value, inst, schema, path):
-        matches = sum(self.is_valid(inst, sub) for sub in value)
-        if matches == 0:
-            yield self._err(f"{inst!r} is not valid under any of the given schemas", "oneOf", value, inst,
-                            schema, path)
-        elif matches > 1:
-            yield self._err(f"{inst!r} is valid under each of several given schemas", "oneOf", value, inst,
-                            schema, path)
-
-    def _k_allOf(self, value, inst, schema, path):
-        for sub in value:
-            yield from self._errors(inst, sub, path)
-
-    def _k_not(self, value, inst, schema, path):
-        if self.is_valid(inst, value):
-            yield self._err(f"{value!r} should not be valid under {inst!r}", "not", value, inst, schema, path)
-
-
-def _resolve(schema: dict, root: dict) -> dict:
-    ref = schema.get("$ref")
-    if ref and ref.startswith("#/"):
-        node = root
-        for part in ref[2:].split("/"):
-            node = node[part]
-        return _resolve(node, root)
-    return schema
 
 
 def _type_words(types) -> str:
@@ -365,7 +62,7 @@ def _type_words(types) -> str:
 
 def _schema_diagnostics(loc: Located, instance, schema: dict, base: tuple, what: str) -> list[Diagnostic]:
     out = []
-    for err in _validator(schema).iter_errors(instance):
+    for err in validator_for(schema).iter_errors(instance):
         out.extend(_translate(loc, err, base, what, schema))
     out += _range_bounds(loc, instance, schema, schema, base)
     return out
@@ -373,7 +70,7 @@ def _schema_diagnostics(loc: Located, instance, schema: dict, base: tuple, what:
 
 def _range_bounds(loc: Located, instance, schema: dict, root: dict, path: tuple) -> list[Diagnostic]:
     """minimum/maximum on a `range` (``sizes 3..16``): JSON Schema applies them to numbers only."""
-    schema = _resolve(schema, root)
+    schema = resolve_ref(schema, root)
     if isinstance(instance, IntRange):
         lo, hi = schema.get("minimum"), schema.get("maximum")
         where = label(loc.data, path)
@@ -420,7 +117,7 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
     dotted = label(loc.data, path) or what
     validator, value = err.validator, err.instance
     if validator == "additionalProperties":
-        props = _resolve(err.schema, root).get("properties", {})
+        props = resolve_ref(err.schema, root).get("properties", {})
         extras = [k for k in value if k not in props]
         parent = label(loc.data, path) or "the spec"
         if {"name", "promote", "set"} <= set(props):  # a phase: what it sets lives under set
@@ -438,7 +135,7 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
         where = f"in {label(loc.data, path)}" if path else "in the spec"
         hint = _required_hint(missing)
         if missing == "type" and path and isinstance(path[-1], str):  # `precision.loss_scale` with no precision
-            choices = (_resolve(err.schema, root).get("properties", {}).get("type") or {}).get("enum") or []
+            choices = (resolve_ref(err.schema, root).get("properties", {}).get("type") or {}).get("enum") or []
             hint = f"name it first: `{path[-1]} {choices[0] if choices else 'NAME'} {{ ... }}`" + (
                 f" (one of {', '.join(choices)})" if choices else "")
         return [Diagnostic("E204", f"missing setting '{missing}' {where}", loc.span(path, key=True), hint)]
@@ -596,7 +293,7 @@ def apply_overrides(loc: Located, statements, origin: str) -> None:
 
 
 def _plain(value):
-    from specrun.values import plain
+    from specrun.spec.values import plain
 
     return plain(value)
 
@@ -809,7 +506,6 @@ def _want(node, kind: str, out: list, why: str) -> None:
     got = _kind(node, out)
     if got in (kind, "any"):
         return
-    from specrun.fmt import format_expr
 
     text = format_expr(node)
     text = text if len(text) <= 40 else text[:37] + "..."

@@ -8,8 +8,12 @@ equality regardless of layout: the formatter's proof of equivalence.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Union
+
+# A quantity token: a number and its unit, with or without a space between.
+QUANTITY = re.compile(r"(?P<number>[0-9][0-9_.eE+-]*?)[ \t]*(?P<unit>[A-Za-z%]+)$")
 
 
 @dataclass(frozen=True)

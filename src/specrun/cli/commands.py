@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from specrun.diagnostics import SpecError
+from specrun.spec.diagnostics import SpecError
 
 
 # ---- completion -------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def complete_runs(ctx, param, incomplete):
 def complete_references(ctx, param, incomplete):
     """Reference spec names from specs/, and .train files."""
     try:
-        from specrun.newspec import reference_specs
+        from specrun.cli.newspec import reference_specs
 
         return _items(list(reference_specs()) + _train_files(incomplete), incomplete)
     except Exception:
@@ -89,7 +89,7 @@ def runs_command(spec, base, as_json):
       specrun runs
       specrun runs specs/builtin_rule.train --json
     """
-    from specrun.runs import list_runs, render_table
+    from specrun.cli.runs import list_runs, render_table
 
     try:
         found = list_runs(spec, base)
@@ -129,8 +129,8 @@ def plot_command(runs, output, metrics, base):
       specrun plot builtin_rule -o loss.png
       specrun plot runs/builtin_rule/RUN_A runs/builtin_rule/RUN_B --metric accuracy
     """
-    from specrun.plot import PlotError, PlotUnavailable, load, plot_runs
-    from specrun.runs import resolve_run
+    from specrun.cli.plot import PlotError, PlotUnavailable, load, plot_runs
+    from specrun.cli.runs import resolve_run
 
     try:
         dirs = [resolve_run(ref, base) for ref in runs]
@@ -166,7 +166,7 @@ def new_command(name, reference, output):
       specrun new my_rule --from builtin_rule
       specrun new sha_wide --from specs/sha256_bitnet.train -o experiments/sha_wide.train
     """
-    from specrun.newspec import NewSpecError, new_spec
+    from specrun.cli.newspec import NewSpecError, new_spec
 
     try:
         path = new_spec(name, reference, output)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from specrun.syntax import Span
+from specrun.spec.syntax import Span
 
 CODES = {
     "E100": "syntax error",

@@ -8,16 +8,13 @@ spacing or comments compare equal: ``specrun diff`` builds on that.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from specrun import syntax as s
+from specrun.spec import syntax as s
+from specrun.spec.printer import format_expr
+from specrun.spec.units import BYTE_UNITS, SPAN_UNITS, TIME_UNITS
 
-BYTE_UNITS = {
-    "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
-}
-TIME_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
-SPAN_UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs", "%": "%"}
 
 
 @dataclass(frozen=True)
@@ -76,8 +73,6 @@ class Gate:
         return hash(s.shape(self.expr))
 
     def __str__(self) -> str:
-        from specrun.fmt import format_expr
-
         return format_expr(self.expr)
 
 
@@ -109,3 +104,17 @@ def describe(value) -> str:
     if value is None:
         return "(unset)"
     return str(value)
+
+def to_json(value):
+    """Plain data -> JSON-ready data (Qty, ranges and gates as their text)."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, (Qty, IntRange, Gate)):
+        return str(value)
+    return value
+
+
+def canonical_json(data: dict) -> str:
+    return json.dumps(to_json(data), sort_keys=True)

@@ -1,4 +1,4 @@
-"""parse: text -> syntax tree (``specrun.syntax``), or a SpecError with positions.
+"""parse: text -> syntax tree (``specrun.spec.syntax``), or a SpecError with positions.
 
 Lark LALR with a contextual lexer, built once per process from
 ``grammar/train.lark`` (its tables cached on disk, see ``_parser``). A small
@@ -19,8 +19,8 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from specrun import syntax as s
-from specrun.diagnostics import Diagnostic, SpecError
+from specrun.spec import syntax as s
+from specrun.spec.diagnostics import Diagnostic, SpecError
 from specrun.resources import resource_dir
 
 MAX_BYTES = 1_000_000
@@ -207,11 +207,10 @@ def _number(text: str, tok: Token | None = None) -> int | float:
     return value
 
 
-_QUANTITY = re.compile(r"(?P<number>[0-9][0-9_.eE+-]*?)[ \t]*(?P<unit>[A-Za-z%]+)$")
 
 
 def _quantity(text: str, span: s.Span, tok: Token | None = None) -> s.Quantity:
-    m = _QUANTITY.match(text)
+    m = s.QUANTITY.match(text)
     assert m, f"lexer produced a quantity without a unit: {text!r}"
     return s.Quantity(_number(m["number"], tok), m["unit"], text, span)
 

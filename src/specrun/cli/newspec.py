@@ -54,8 +54,8 @@ def find_reference(ref: str, specs_dir: str | Path = "specs") -> Path:
 
 def renamed(text: str, path: str, name: str) -> str:
     """``text`` with its ``spec`` value replaced by ``name`` (added on top when missing)."""
-    from specrun import syntax as s
-    from specrun.parse import parse
+    from specrun.spec import syntax as s
+    from specrun.spec.parse import parse
 
     doc = parse(text, path)
     spec = next((st for st in doc.items if isinstance(st, s.Setting) and st.key == ("spec",)
@@ -72,9 +72,9 @@ def renamed(text: str, path: str, name: str) -> str:
 def new_spec(name: str, reference: str, output: str | Path | None = None,
              specs_dir: str | Path = "specs") -> Path:
     """Write the new spec and return its path. Raises NewSpecError / SpecError."""
-    from specrun.check import check_all_profiles
-    from specrun.diagnostics import SpecError
-    from specrun.parse import read_source
+    from specrun.spec.check import check_all_profiles
+    from specrun.spec.diagnostics import SpecError
+    from specrun.spec.parse import read_source
 
     if not NAME.match(name):
         raise NewSpecError(f"{name!r} is not a spec name: letters, digits and _, not starting with a digit")
@@ -83,7 +83,7 @@ def new_spec(name: str, reference: str, output: str | Path | None = None,
     if target.exists():
         raise NewSpecError(f"{target} already exists; not overwriting it (choose another name or -o PATH)")
     text = renamed(read_source(str(source)), str(source), name)
-    from specrun.parse import parse
+    from specrun.spec.parse import parse
 
     diagnostics = check_all_profiles(parse(text, str(target)))
     if diagnostics:

@@ -129,7 +129,7 @@ def validation_series(events: list[dict]) -> dict[str, list[tuple[int, float]]]:
 
 def best_metric(plan: dict) -> tuple[str, bool]:
     """(metric, lower is better) the run is judged by: checkpoint.best, else val.loss."""
-    from specrun.expr import lower_is_better
+    from specrun.spec.expr import lower_is_better
 
     best = ((plan.get("settings") or {}).get("checkpoint") or {}).get("best") or {}
     metric = best.get("metric") or "val.loss"
@@ -201,8 +201,8 @@ def spec_name(spec: str) -> str:
         except OSError as exc:
             raise FileNotFoundError(f"cannot read {spec}: {exc.strerror}") from None
         try:
-            from specrun.document import locate
-            from specrun.parse import parse
+            from specrun.spec.document import locate
+            from specrun.spec.parse import parse
 
             name = locate(parse(text, spec)).data.get("spec")
         except Exception:  # an invalid spec still names its runs

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from specrun.fmt import format_expr
+from specrun.spec.printer import format_expr
 from specrun.plan import Plan
-from specrun.values import Qty, describe
+from specrun.spec.values import Qty, describe
 
 
 def _n(x) -> str:

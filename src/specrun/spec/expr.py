@@ -19,8 +19,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from specrun import syntax as s
-from specrun.values import BYTE_UNITS, TIME_UNITS
+from specrun.spec import syntax as s
+from specrun.spec.printer import format_expr
+from specrun.spec.units import BYTE_UNITS, TIME_UNITS
 
 
 @dataclass(frozen=True)
@@ -260,8 +261,6 @@ def explain(node, ctx: Context) -> dict[str, float | None]:
     out = {}
     for n in walk(node):
         if isinstance(n, (s.Call, s.Ref)) and not (isinstance(n, s.Call) and n.name == "reached"):
-            from specrun.fmt import format_expr
-
             value = evaluate(n, ctx)
             out[format_expr(n)] = value if not isinstance(value, float) else round(value, 6)
     return out

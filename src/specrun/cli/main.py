@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from specrun.diagnostics import SpecError, render
+from specrun.spec.diagnostics import SpecError, render
 
 
 def _spec_paths(paths, suffix=".train") -> list[str]:
@@ -39,7 +39,7 @@ def _as_spec_file(ref: str) -> str:
     if (path / "spec.train").is_file():
         return str(path / "spec.train")
     if path.suffix != ".train":
-        from specrun.runs import resolve_run
+        from specrun.cli.runs import resolve_run
 
         try:
             return str(resolve_run(ref) / "spec.train")
@@ -49,7 +49,7 @@ def _as_spec_file(ref: str) -> str:
 
 
 def _complete_specs(ctx, param, incomplete):
-    from specrun.commands import _items, _train_files
+    from specrun.cli.commands import _items, _train_files
 
     return _items(_train_files(incomplete), incomplete)
 
@@ -62,8 +62,8 @@ def _complete_profiles(ctx, param, incomplete):
     if not spec:
         return []
     try:
-        from specrun.document import locate
-        from specrun.parse import parse, read_source
+        from specrun.spec.document import locate
+        from specrun.spec.parse import parse, read_source
 
         names = locate(parse(read_source(spec), spec)).profiles
     except Exception:  # completion must never print a traceback into the shell
@@ -101,8 +101,8 @@ def validate(paths, fmt, profile, overrides):
       specrun validate specs/savant.train -p smoke --set optimizer.lr=1e-4
     Exit 0 when all are valid, 1 when any is not.
     """
-    from specrun.check import check, check_all_profiles
-    from specrun.parse import parse, read_source
+    from specrun.spec.check import check, check_all_profiles
+    from specrun.spec.parse import parse, read_source
 
     diagnostics, sources = [], {}
     files = _spec_paths(paths)
@@ -147,9 +147,9 @@ def fmt_command(paths, check, show_diff):
     """
     import difflib
 
-    from specrun.atomic import write_text_atomic
-    from specrun.fmt import FormatError, format_source
-    from specrun.parse import read_source
+    from specrun.engine.atomic import write_text_atomic
+    from specrun.spec.fmt import FormatError, format_source
+    from specrun.spec.parse import read_source
 
     changed, failed = [], False
     for path in _spec_paths(paths):
@@ -201,8 +201,8 @@ def diff_command(files, git_mode):
       git config diff.specrun.command "specrun diff --git"
     Exit 0 when they mean the same, 1 when they differ.
     """
-    from specrun.diff import diff
-    from specrun.parse import parse, read_source
+    from specrun.spec.diff import diff
+    from specrun.spec.parse import parse, read_source
 
     if git_mode:
         if len(files) < 7:
@@ -237,7 +237,7 @@ def diff_command(files, git_mode):
 # ---- plan -------------------------------------------------------------------------------------
 
 def _load_plan(spec, profile, sets):
-    from specrun.check import load
+    from specrun.spec.check import load
     from specrun.plan import build_plan
 
     try:
@@ -259,7 +259,7 @@ def plan(spec, profile, sets, as_json):
     Example:
       specrun plan specs/savant.train --set optimizer.lr=1e-5
     """
-    from specrun.report import describe_plan
+    from specrun.cli.report import describe_plan
 
     compiled = _load_plan(spec, profile, sets)
     if as_json:
@@ -288,7 +288,7 @@ def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, qui
       specrun run specs/savant.train --set optimizer.lr=1e-5 --new
     Exit 0 finished, 1 failed (reason on the last line), 130/143 interrupted (state saved).
     """
-    from specrun.check import load
+    from specrun.spec.check import load
     from specrun.plan import build_plan
 
     try:
@@ -318,12 +318,9 @@ def _dist_from_env(compiled):
     return from_environment(compiled)
 
 
-from specrun.commands import new_command, plot_command, runs_command  # noqa: E402
+from specrun.cli.commands import new_command, plot_command, runs_command  # noqa: E402
 
 main.add_command(runs_command)
 main.add_command(plot_command)
 main.add_command(new_command)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from specrun import syntax as s
-from specrun.diagnostics import Diagnostic
-from specrun.values import Gate, plain
+from specrun.spec import syntax as s
+from specrun.spec.diagnostics import Diagnostic
+from specrun.spec.values import Gate, plain
 
 Path = tuple
 

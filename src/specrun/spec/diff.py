@@ -8,10 +8,10 @@ line says so. Renaming a phase is a removal and an addition.
 
 from __future__ import annotations
 
-from specrun import syntax as s
-from specrun.document import locate
-from specrun.fmt import format_expr, format_value
-from specrun.values import Gate, Qty, describe
+from specrun.spec import syntax as s
+from specrun.spec.document import locate
+from specrun.spec.printer import format_expr, format_value
+from specrun.spec.values import Gate, Qty, describe
 
 ORDER = " phase order"  # key suffix of the line that records the order of an axis's phases
 
