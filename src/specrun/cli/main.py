@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from specrun.cli.args import SetCommand
 from specrun.spec.diagnostics import SpecError, render
 
 
@@ -85,7 +86,7 @@ def main():
 
 # ---- validate ------------------------------------------------------------------------
 
-@main.command()
+@main.command(cls=SetCommand)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(), shell_complete=_complete_specs)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
               help="How to print problems: for people, for tools, or as GitHub annotations.")
@@ -168,8 +169,10 @@ def fmt_command(paths, check, show_diff):
             continue
         changed.append(path)
         if show_diff:
+            # git's a/ b/ prefixes suit relative paths; an absolute one would read a//tmp/...
+            old_name, new_name = (path, path) if Path(path).is_absolute() else (f"a/{path}", f"b/{path}")
             click.echo("".join(difflib.unified_diff(
-                text.splitlines(True), out.splitlines(True), f"a/{path}", f"b/{path}")), nl=False)
+                text.splitlines(True), out.splitlines(True), old_name, new_name)), nl=False)
         elif check:
             click.echo(f"would reformat {path}")
         else:
@@ -247,7 +250,7 @@ def _load_plan(spec, profile, sets):
         sys.exit(1)
 
 
-@main.command()
+@main.command(cls=SetCommand)
 @click.argument("spec", type=click.Path(), shell_complete=_complete_specs)
 @click.option("--profile", "-p", help="Apply a profile defined in the spec.", shell_complete=_complete_profiles)
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a setting (repeatable).")
@@ -270,7 +273,7 @@ def plan(spec, profile, sets, as_json):
 
 # ---- run ------------------------------------------------------------------------------------------
 
-@main.command()
+@main.command(cls=SetCommand)
 @click.argument("spec", type=click.Path(), shell_complete=_complete_specs)
 @click.option("--profile", "-p", help="Apply a profile defined in the spec.", shell_complete=_complete_profiles)
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a setting (repeatable).")

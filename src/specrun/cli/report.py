@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from specrun.spec.printer import format_expr
+from specrun.spec.printer import format_expr, quote
 from specrun.plan import Plan
+from specrun.spec.schema import spec_schema
+from specrun.spec.units import BYTE_UNITS, TIME_UNITS
 from specrun.spec.values import Qty, describe
 
 
@@ -19,9 +21,45 @@ def _flat(params: dict, prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
-def _params(params: dict) -> str:
+def _bytes(n: int) -> str:
+    """10737418240 -> 10GiB, 10000000000 -> 10GB: the plan resolved the unit, a person reads it back."""
+    for unit, size in sorted(BYTE_UNITS.items(), key=lambda kv: -kv[1]):
+        if size > 1 and n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n:,} bytes"
+
+
+def _seconds(s: float) -> str:
+    for unit, size in sorted(TIME_UNITS.items(), key=lambda kv: -kv[1]):
+        if s >= size and float(s / size).is_integer():
+            return f"{int(s / size)}{unit}"
+    return f"{s:g}s"
+
+
+def _value(value, kind: str | None = None) -> str:
+    """One setting's value as a person writes it: sizes and durations with their unit, strings
+    holding line breaks or tabs quoted (a raw separator would break the line)."""
+    if kind == "bytes" and isinstance(value, int):
+        return _bytes(value)
+    if kind == "duration" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _seconds(value)
+    if isinstance(value, str) and (not value.isprintable() or value != value.strip()):
+        return quote(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return describe(value)
+
+
+def _kinds(section: str) -> dict:
+    """key -> spec type (bytes, duration) of a top-level section's settings."""
+    props = (spec_schema()["properties"].get(section) or {}).get("properties") or {}
+    return {k: v.get("type") for k, v in props.items() if isinstance(v.get("type"), str)}
+
+
+def _params(params: dict, section: str | None = None) -> str:
     """``k=v`` pairs; nested blocks spelled out (``best.metric=val.accuracy``), not ``{...}``."""
-    return "  ".join(f"{k}={describe(v)}" for k, v in _flat(params)) or "(defaults)"
+    kinds = _kinds(section) if section else {}
+    return "  ".join(f"{k}={_value(v, kinds.get(k))}" for k, v in _flat(params)) or "(defaults)"
 
 
 def _span(value, total) -> str:
@@ -79,7 +117,7 @@ def describe_plan(plan: Plan) -> str:
             lines.append(f"  axis {axis.name}" + (f" (starts in {axis.phases[axis.start].name})"
                                                   if axis.start else ""))
             for i, phase in enumerate(axis.phases, 1):
-                sets = "  ".join(f"{k}={describe(v)}" for k, v in _flat(phase.set))
+                sets = "  ".join(f"{k}={_value(v)}" for k, v in _flat(phase.set))
                 gate = f"promote when {format_expr(phase.promote.expr)}" if phase.promote else "final phase"
                 lines.append(f"    {i}. {phase.name:<10} {sets}".rstrip())
                 lines.append(f"       {gate}")
@@ -94,5 +132,5 @@ def describe_plan(plan: Plan) -> str:
         lines.append(f"{'expect':<11}{exp['expr']}{by}")
     for section in ("validation", "checkpoint", "memory", "log", "distributed", "profiler"):
         if st.get(section):
-            lines.append(f"{section:<11}{_params(st[section])}")
+            lines.append(f"{section:<10} {_params(st[section], section)}")  # distributed: 11 letters
     return "\n".join(lines)

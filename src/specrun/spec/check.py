@@ -112,6 +112,14 @@ def _owners_hint(path: tuple, key: str) -> str | None:
     return f"'{key}' is a setting of {path[0]} {', '.join(owners)}" if owners else None
 
 
+def _override_hint(loc: Located, path: tuple, key: str) -> str | None:
+    """--set names a whole path: suggest whole paths (`lr` -> `optimizer.lr`)."""
+    from specrun.spec.suggest import full_path_hint
+
+    where = label(loc.data, path)
+    return full_path_hint(f"{where}.{key}" if where else key, loc.data)
+
+
 def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Diagnostic]:
     path = base + tuple(err.absolute_path)
     dotted = label(loc.data, path) or what
@@ -124,10 +132,11 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
             props = {"promote": None, "task.NAME": None, "model.NAME": None, "optimizer.NAME": None,
                      "loss.NAME": None}
         return [
-            Diagnostic("E200", f"unknown setting '{k}' in {parent}", loc.span(path + (k,), key=True),
-                       did_you_mean(k, props) or _owners_hint(path, k)
+            Diagnostic("E200", f"unknown setting '{k}' in {parent}", at,
+                       (_override_hint(loc, path, k) if at.path.startswith("<--set") else None)
+                       or did_you_mean(k, props) or _owners_hint(path, k)
                        or f"known settings: {', '.join(sorted(props)) or 'none'}")
-            for k in extras
+            for k in extras for at in (loc.span(path + (k,), key=True),)
         ]
     span = loc.value_span(path)
     if validator == "required":
