@@ -11,6 +11,7 @@ ranks, so all ranks take the same branch and none waits forever.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -86,6 +87,30 @@ class Dist:
         # parameters, per-rank buffers such as a replay memory) in `ddp_options`.
         options = getattr(model, "ddp_options", {})
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, **options)
+
+    def gradient_sync(self, model, last: bool):
+        """Context for one micro-batch's forward and backward: DDP all-reduces only on the last.
+
+        The earlier micro-batches of an accumulation window add into the local ``.grad``
+        under ``no_sync``; the last backward all-reduces the sum, once per optimizer step.
+        FSDP reduce-scatters every backward: skipping it would keep whole unsharded
+        gradients on every rank, the memory FSDP exists to save.
+        """
+        if last or self.strategy != "ddp" or not hasattr(model, "no_sync"):
+            return contextlib.nullcontext()
+        return model.no_sync()
+
+    def average_gradients(self, params) -> None:
+        """All-reduce (mean) gradients by hand: when the last micro-batch of a window was dropped
+        (nonfinite.scope micro_batch), no backward ran outside ``no_sync`` to do it."""
+        import torch.distributed as td
+
+        if self.strategy != "ddp":
+            return  # FSDP reduce-scattered in every backward
+        for p in params:
+            if p.grad is not None:
+                td.all_reduce(p.grad)
+                p.grad.div_(self.world_size)
 
     def all_agree(self, flag: bool) -> bool:
         """True only if every rank says True (a skip on one rank is a skip on all)."""

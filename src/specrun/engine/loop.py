@@ -2,7 +2,8 @@
 
 Per step, in this order:
   1. forward/backward over ``accumulate`` micro-batches (loss / count; under
-     nonfinite.scope micro_batch a NaN micro-batch is dropped alone)
+     nonfinite.scope micro_batch a NaN micro-batch is dropped alone; under DDP
+     only the last one's backward all-reduces)
   2. unscale (fp16), clip; the step's numbers to the host (the one device sync of a step)
   3. optimizer and scheduler step unless something is non-finite, zero_grad(set_to_none=True)
   4. train metrics into the gate history and the log window; did an epoch end?
@@ -378,14 +379,20 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
         log_every = every.get("log", 1)
         with_metrics = run.metrics_every_step or not isinstance(log_every, int) or (c.step + 1) % log_every == 0
         losses, metric_sums = [], {}
-        for _ in range(run.plan.accumulate):
+        for i in range(run.plan.accumulate):
             batch = next(run.batches)
             c.micro += 1
             window.tokens += _batch_tokens(batch)
-            loss, metrics = _micro_step(run, batch, scale, with_metrics, drop_micro)
+            if run.dist is None:
+                loss, metrics = _micro_step(run, batch, scale, with_metrics, drop_micro)
+            else:  # DDP: one all-reduce per optimizer step, in the last micro-batch's backward
+                with run.dist.gradient_sync(run.train_model, last=i == run.plan.accumulate - 1):
+                    loss, metrics = _micro_step(run, batch, scale, with_metrics, drop_micro)
             if loss is None:
                 c.skipped_micro += 1
                 run.dir.event("skip_micro_batch", c.step + 1, micro=c.micro)
+                if i == run.plan.accumulate - 1 and losses and run.dist is not None:
+                    run.dist.average_gradients(run.model.parameters())  # the dropped backward would have
                 continue
             losses.append(loss)
             for k, v in metrics.items():
