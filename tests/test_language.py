@@ -18,42 +18,10 @@ from specrun.spec.fmt import format_data, format_source
 from specrun.spec.parse import decode_source, parse
 from specrun.spec.values import Gate, IntRange, Qty
 
+from spec_helpers import BASE, codes, diags, one  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "specs").glob("*.train"))
-
-BASE = """\
-spec t
-task rule_classification {
-  features 8
-}
-model mlp {
-  width 16
-}
-loss cross_entropy
-optimizer adamw {
-  lr 1e-3
-}
-batch 4
-max_steps 100
-"""
-
-
-def diags(text: str) -> list[Diagnostic]:
-    try:
-        return check_all_profiles(parse(text, "t.train"))
-    except SpecError as err:
-        return err.diagnostics
-
-
-def codes(text: str) -> list[str]:
-    return [d.code for d in diags(text)]
-
-
-def one(text: str) -> Diagnostic:
-    found = diags(text)
-    assert len(found) == 1, [f"{d.span}: {d.code} {d.message}" for d in found]
-    return found[0]
-
 
 # ---- reference specs ------------------------------------------------------------------------
 

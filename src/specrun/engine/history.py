@@ -23,22 +23,17 @@ def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]], set[tup
     plateaus: set[tuple] = set()
     for gate in gates:
         for node in ex.walk(gate.expr):
-            if not (isinstance(node, s.Call) and node.args and isinstance(node.args[0], s.Ref)):
-                continue
-            name = node.args[0].dotted
-            need = 1
-            if node.name in ("mean", "min", "max") and len(node.args) > 1:
-                need = int(ex.literal(node.args[1]))
-            elif node.name in ("min", "max"):
-                need = 10_000  # min/max over everything: bounded so a checkpoint stays small
-            elif node.name == "plateau":
-                plateaus.add(ex.plateau_key(node))
-            elif node.name == "ema":
-                emas.add((name, float(ex.literal(node.args[1]))))
-            sizes[name] = max(sizes.get(name, 1), need)
-        for node in ex.walk(gate.expr):
             if isinstance(node, s.Ref) and node.parts[0] in ("train", "val"):
                 sizes.setdefault(node.dotted, 1)
+            fn = ex.FUNCTIONS.get(node.name) if isinstance(node, s.Call) else None
+            if fn is None or not fn.reads_series:
+                continue
+            name = node.args[0].dotted
+            sizes[name] = max(sizes.get(name, 1), fn.window(node))
+            if fn.tracker == "ema":
+                emas.add((name, float(ex.literal(node.args[1]))))
+            elif fn.tracker == "plateau":
+                plateaus.add(ex.plateau_key(node))
     return sizes, emas, plateaus
 
 

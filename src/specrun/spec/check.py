@@ -467,7 +467,6 @@ def _unit_diagnostics(expr) -> list[Diagnostic]:
 # number but 0 is true); `and`, `or` and `not` join conditions; arithmetic and <, > take
 # numbers. The kinds are few, so they are inferred, not declared.
 
-_CONDITION_FUNCTIONS = {"plateau", "reached"}
 _KIND_WORDS = {"condition": "a condition", "number": "a number", "string": "a string"}
 
 
@@ -489,12 +488,14 @@ def _kind(node, out: list) -> str:
         fn = ex.FUNCTIONS.get(node.name)
         if fn is None:
             return "any"
-        rest = node.args[1:] if fn.series_first or node.name == "reached" else node.args
-        for arg in rest:
-            _want(arg, "number", out, f"{node.name}() takes numbers after its first argument")
+        for arg, kind in zip(node.args, fn.params):
+            if kind in ("number", "count", "literal"):
+                _want(arg, "number", out, f"{node.name}() takes a number there")
         for key, value in node.kwargs:
-            _want(value, "string" if key == "mode" else "number", out, f"{node.name}({key}=...)")
-        return "condition" if node.name in _CONDITION_FUNCTIONS else "number"
+            kind = fn.kwargs.get(key)
+            if kind is not None:
+                _want(value, "string" if isinstance(kind, tuple) else "number", out, f"{node.name}({key}=...)")
+        return fn.returns
     op = node.op
     if op in ("and", "or"):
         _want(node.left, "condition", out, f"'{op}' joins conditions")
@@ -556,28 +557,43 @@ def _check_call(node: s.Call, phase_names: set[str]) -> list[Diagnostic]:
                            did_you_mean(node.name, ex.FUNCTIONS)
                            or f"functions: {', '.join(sorted(ex.FUNCTIONS))}")]
     out = []
-    if not fn.min_args <= len(node.args) <= fn.max_args:
-        want = fn.min_args if fn.min_args == fn.max_args else f"{fn.min_args} to {fn.max_args}"
+    if not fn.required <= len(node.args) <= len(fn.params):
+        want = fn.required if fn.required == len(fn.params) else f"{fn.required} to {len(fn.params)}"
         out.append(Diagnostic("E404", f"{node.name}() takes {want} argument(s), got {len(node.args)}",
                               node.span, fn.doc))
+    for arg, kind in zip(node.args, fn.params):
+        out += _check_argument(node, fn, arg, kind, phase_names)
     for i, (key, value) in enumerate(node.kwargs):
         if key not in fn.kwargs:
             at = node.kwarg_spans[i] if i < len(node.kwarg_spans) else value.span
             out.append(Diagnostic("E404", f"{node.name}() has no argument '{key}'", at,
                                   did_you_mean(key, fn.kwargs) or fn.doc))
-    if node.args and fn.series_first:
-        first = node.args[0]
-        if not (isinstance(first, s.Ref) and first.parts[0] in ("train", "val")):
-            out.append(Diagnostic("E405", f"{node.name}() reads a metric series such as train.loss",
-                                  first.span, fn.doc))
-    if node.name == "reached" and node.args:
-        target = node.args[0]
-        if not isinstance(target, s.Ref) or target.dotted not in phase_names:
-            named = getattr(target, "dotted", "?")
-            out.append(Diagnostic("E402", f"reached() names no phase: {named}", target.span,
-                                  did_you_mean(named, phase_names)
-                                  or f"phases: {', '.join(sorted(phase_names)) or 'none'}"))
+        else:
+            out += _check_argument(node, fn, value, fn.kwargs[key], phase_names, key)
     return out
+
+
+def _check_argument(node: s.Call, fn, arg, kind, phase_names: set[str], key: str | None = None) -> list[Diagnostic]:
+    """One argument against its kind in the function table (numbers in general are _kind's)."""
+    where = f"{node.name}({key}=...)" if key else f"{node.name}()"
+    if kind == "series" and not (isinstance(arg, s.Ref) and arg.parts[0] in ("train", "val")):
+        return [Diagnostic("E405", f"{node.name}() reads a metric series such as train.loss", arg.span, fn.doc)]
+    if kind == "phase" and (not isinstance(arg, s.Ref) or arg.dotted not in phase_names):
+        named = getattr(arg, "dotted", "?")
+        return [Diagnostic("E402", f"{node.name}() names no phase: {named}", arg.span,
+                           did_you_mean(named, phase_names)
+                           or f"phases: {', '.join(sorted(phase_names)) or 'none'}")]
+    if kind in ("count", "literal") and not isinstance(arg, s.Number):
+        if isinstance(arg, s.Quantity) and kind == "count" and arg.unit in ("step", "steps"):
+            return []  # mean(x, 100 steps) reads as 100 values
+        what = "a whole number such as 100" if kind == "count" else "a number such as 0.1"
+        return [Diagnostic("E405", f"{where} takes {what} written out", arg.span,
+                           "it is fixed when the plan is built, so it cannot depend on the run")]
+    if kind == "count" and not (isinstance(arg.value, int) and arg.value >= 1):
+        return [Diagnostic("E405", f"{where} takes a whole number of at least 1, got {arg.text}", arg.span, fn.doc)]
+    if isinstance(kind, tuple) and not (isinstance(arg, s.String) and arg.value in kind):
+        return [Diagnostic("E405", f"{where} is one of {', '.join(map(repr, kind))}", arg.span, fn.doc)]
+    return []
 
 
 def _semantic_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:

@@ -2,7 +2,7 @@
 
 One small language serves every decision taken during a run: phase promotion,
 early stopping, time switches and expectations. This module is torch-free:
-``check`` uses ``FUNCTIONS`` and ``refs`` to validate, the engine uses
+``check`` uses ``FUNCTIONS`` and ``series_refs`` to validate, the engine uses
 ``evaluate`` with a ``Context`` of plain numbers and metric histories.
 
 Missing data is not an error: before the first validation ``val.loss`` is
@@ -23,32 +23,6 @@ from specrun.spec import syntax as s
 from specrun.spec.printer import format_expr
 from specrun.spec.units import BYTE_UNITS, TIME_UNITS
 
-
-@dataclass(frozen=True)
-class Function:
-    name: str
-    series_first: bool  # first argument must be a metric series (train.x / val.x)
-    min_args: int
-    max_args: int
-    kwargs: tuple[str, ...] = ()
-    doc: str = ""
-
-
-FUNCTIONS = {f.name: f for f in (
-    Function("mean", True, 2, 2, doc="mean(series, n): mean of the last n values"),
-    Function("ema", True, 2, 2, doc="ema(series, alpha): exponential moving average"),
-    Function("min", True, 1, 2, doc="min(series[, n]): smallest of the last n (or all) values"),
-    Function("max", True, 1, 2, doc="max(series[, n]): largest of the last n (or all) values"),
-    Function("first", True, 1, 1, doc="first(series): the first value recorded"),
-    Function("last", True, 1, 1, doc="last(series): the latest value (same as the bare name)"),
-    Function("best", True, 1, 1, doc="best(series): min for losses/perplexity, max otherwise"),
-    Function("count", True, 1, 1, doc="count(series): how many values were recorded"),
-    Function("plateau", True, 1, 1, ("patience", "min_delta", "mode"),
-             doc="plateau(series, patience=3, min_delta=0): no improvement by min_delta "
-                 "over the best for `patience` consecutive values"),
-    Function("reached", False, 1, 1, doc="reached(axis.phase): that axis is at or past that phase"),
-    Function("abs", False, 1, 1, doc="abs(x)"),
-)}
 
 CONTEXT_NAMES = {
     "step": "optimizer steps taken",
@@ -153,40 +127,94 @@ def update_plateau(tracker: list, value: float, min_delta: float, lower: bool) -
     tracker[:] = [value, 0] if improved else [best, tracker[1] + 1]
 
 
-def _call(node: s.Call, ctx: Context):
-    name = node.name
-    if name == "reached":
-        target = node.args[0]
-        return bool(ctx.phase_reached and ctx.phase_reached(target.dotted))
-    if name == "abs":
-        x = evaluate(node.args[0], ctx)
-        return None if x is None else abs(x)
-    series = node.args[0].dotted
-    extra = [evaluate(a, ctx) for a in node.args[1:]]
-    kw = {k: evaluate(v, ctx) for k, v in node.kwargs}
-    values = ctx.series.get(series) or ()
-    if name == "count":
-        return ctx.counts.get(series, 0)
-    if name == "first":
-        return ctx.firsts.get(series)
-    if name == "last":
-        return values[-1] if _fresh(ctx, series) else None
-    if name == "best":
-        return ctx.bests.get(series)
-    if name == "ema":
-        return ctx.emas.get((series, float(extra[0])))
-    if name == "plateau":
-        return _plateau(ctx, node, int(kw.get("patience", 3)))
-    window = _window(ctx, series, extra[0] if extra else None)
-    if not window:
-        return None
-    if name == "mean":
-        return sum(window) / len(window)
-    if name == "min":
-        return min(window)
-    if name == "max":
-        return max(window)
-    raise KeyError(name)  # check() guarantees this cannot happen
+# ---- the gate functions ---------------------------------------------------------------
+#
+# One table: what a function is called, what it takes, what it gives, how many recent
+# values of its series it reads, and how it is evaluated. check reads the arguments'
+# kinds, the history reads the windows and trackers, evaluate() calls the evaluator.
+# A new function is one entry here (and a test).
+#
+# Argument kinds: `series` (a metric, train.x or val.x), `phase` (axis.phase), `number`
+# (any number expression), `count` (a whole number written out, >= 1: a window length,
+# fixed when the plan is built), `literal` (a number written out), or a tuple of the
+# strings allowed.
+
+ALL_VALUES = 10_000  # min/max over everything: bounded so a checkpoint stays small
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    params: tuple  # the kinds of the positional arguments
+    required: int  # how many of them must be given
+    returns: str  # "number" or "condition"
+    evaluate: Callable  # (call node, Context) -> value, None when unknown
+    kwargs: dict = field(default_factory=dict)  # keyword -> kind
+    window: Callable = lambda node: 1  # recent values of its series it reads
+    tracker: str | None = None  # running state the history keeps for it: "ema" or "plateau"
+    doc: str = ""
+
+    @property
+    def reads_series(self) -> bool:
+        return bool(self.params) and self.params[0] == "series"
+
+
+def _series(node: s.Call) -> str:
+    return node.args[0].dotted
+
+
+def _windowed(reduce):
+    """A function of the last n values (or of all retained values when n is not given)."""
+    def run(node: s.Call, ctx: Context):
+        n = int(literal(node.args[1])) if len(node.args) > 1 else None
+        window = _window(ctx, _series(node), n)
+        return reduce(window) if window else None
+    return run
+
+
+def _window_arg(node: s.Call) -> int:
+    return int(literal(node.args[1])) if len(node.args) > 1 else ALL_VALUES
+
+
+def _last(node, ctx):
+    values = ctx.series.get(_series(node)) or ()
+    return values[-1] if _fresh(ctx, _series(node)) else None
+
+
+def _abs(node, ctx):
+    x = evaluate(node.args[0], ctx)
+    return None if x is None else abs(x)
+
+
+FUNCTIONS = {f.name: f for f in (
+    Function("mean", ("series", "count"), 2, "number", _windowed(lambda w: sum(w) / len(w)),
+             window=_window_arg, doc="mean(series, n): mean of the last n values"),
+    Function("min", ("series", "count"), 1, "number", _windowed(min), window=_window_arg,
+             doc="min(series[, n]): smallest of the last n (or all) values"),
+    Function("max", ("series", "count"), 1, "number", _windowed(max), window=_window_arg,
+             doc="max(series[, n]): largest of the last n (or all) values"),
+    Function("ema", ("series", "literal"), 2, "number",
+             lambda node, ctx: ctx.emas.get((_series(node), float(literal(node.args[1])))),
+             tracker="ema", doc="ema(series, alpha): exponential moving average"),
+    Function("first", ("series",), 1, "number", lambda node, ctx: ctx.firsts.get(_series(node)),
+             doc="first(series): the first value recorded"),
+    Function("last", ("series",), 1, "number", _last,
+             doc="last(series): the latest value (same as the bare name)"),
+    Function("best", ("series",), 1, "number", lambda node, ctx: ctx.bests.get(_series(node)),
+             doc="best(series): min for losses/perplexity, max otherwise"),
+    Function("count", ("series",), 1, "number", lambda node, ctx: ctx.counts.get(_series(node), 0),
+             doc="count(series): how many values were recorded"),
+    Function("plateau", ("series",), 1, "condition",
+             lambda node, ctx: _plateau(ctx, node, int(literal(dict(node.kwargs)["patience"]))
+                                        if "patience" in dict(node.kwargs) else 3),
+             kwargs={"patience": "count", "min_delta": "literal", "mode": ("min", "max")}, tracker="plateau",
+             doc="plateau(series, patience=3, min_delta=0): no improvement by min_delta "
+                 "over the best for `patience` consecutive values"),
+    Function("reached", ("phase",), 1, "condition",
+             lambda node, ctx: bool(ctx.phase_reached and ctx.phase_reached(node.args[0].dotted)),
+             doc="reached(axis.phase): that axis is at or past that phase"),
+    Function("abs", ("number",), 1, "number", _abs, doc="abs(x)"),
+)}
 
 
 _ARITH = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
@@ -228,7 +256,7 @@ def _value(node, ctx: Context):
         values = ctx.series.get(name)
         return values[-1] if _fresh(ctx, name) else None
     if isinstance(node, s.Call):
-        return _call(node, ctx)
+        return FUNCTIONS[node.name].evaluate(node, ctx)
     if isinstance(node, s.Not):
         value = _truth(_value(node.operand, ctx))
         return None if value is None else not value
