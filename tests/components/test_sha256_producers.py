@@ -59,14 +59,18 @@ def our_children():
 @pytest.fixture
 def clean():
     """Assert a test leaves no producer processes and no segments behind."""
-    before_segments = set(os.listdir("/dev/shm"))
+    # only this process's segments: other test runs on the machine make their own
+    def ours():
+        return {n for n in os.listdir("/dev/shm") if n.startswith(f"{P.SEGMENT_PREFIX}{os.getpid()}_")}
+
+    before_segments = ours()
     before_children = set(our_children())
     yield
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and set(our_children()) - before_children:
         time.sleep(0.05)
     assert set(our_children()) - before_children == set()
-    assert set(os.listdir("/dev/shm")) - before_segments == set()
+    assert ours() - before_segments == set()
 
 
 def test_batches_in_order_and_independent_of_producer_count(clean):
