@@ -86,7 +86,7 @@ def test_enospc_inside_torch_save_is_a_checkpoint_error(tmp_path):
     ck = _checkpointer(ck_dir)
     ck.save(_state(1), "regular", 1, 0)
     before = _snapshot_dir(ck_dir)
-    ck._save = _full_disk_save
+    ck = _checkpointer(ck_dir, _full_disk_save)  # the same directory, now on a full disk
     with pytest.raises(CheckpointError, match="could not write checkpoint .*step_2.pt"):
         ck.save(_state(2), "regular", 2, 0)
     assert _snapshot_dir(ck_dir) == before  # no .partial left behind, index unchanged

@@ -1,37 +1,41 @@
 """Checkpoints that are never half-written, never lost, never unpickled blindly.
 
-Writing: ``torch.save`` to a temporary file beside the target, flush and
-fsync, ``os.replace`` onto the final name, fsync the directory, and only then
-record the file in ``index.json`` (itself replaced atomically): the index is
-the "complete" marker, written last. A file the index does not list is never
-loaded. Rotation deletes old files only after the new one is recorded, never
-the newest complete one, never the best or the final one.
+What is kept, and under which name, is decided here; how a state is written
+and read is the job of a store (``store.py``: ``FileStore``, one file per
+checkpoint, unless the checkpointer is given another).
 
-Reading: ``torch.load(weights_only=True)``: tensors, dicts, lists and plain
-numbers only, so a checkpoint cannot run code. A truncated newest checkpoint, or
-one whose CRC-32 no longer matches the index, falls back to the previous complete
-one, and says so. A damaged index is rebuilt from the checkpoint files that load.
+Writing: the store writes all or nothing, and only then is the checkpoint
+recorded in ``index.json`` (itself replaced atomically): the index is the
+"complete" marker, written last. Rotation deletes old checkpoints only after
+the new one is recorded, never the newest complete one, never the best or the
+final one.
+
+Reading: ``index.json`` is untrusted input (a run directory is copied, edited,
+half-written by a full disk). Each entry is checked — a plain file name inside
+this directory, a non-negative integer step, a known kind — and a bad one is
+left out with a warning; a missing or malformed index is rebuilt from the
+checkpoint files, which each say what they are (``saved_as``). Nothing the
+index names outside this directory is ever loaded, renamed or deleted. A
+truncated newest checkpoint, or one whose fingerprint no longer matches the
+index, falls back to the previous complete one, and says so.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from specrun.engine.atomic import fsync_dir, write_json_atomic
+from specrun.engine.atomic import write_json_atomic
+from specrun.engine.store import (CheckpointError, CheckpointStore, FileStore, file_crc32, load_file,
+                                  os_reason, plain_name)
 
 INDEX = "index.json"
+KINDS = ("regular", "best", "final")
 
-
-class CheckpointError(RuntimeError):
-    pass
+__all__ = ["Checkpointer", "CheckpointError", "Saved", "INDEX", "load_file", "file_crc32", "valid_entry"]
 
 
 @dataclass
@@ -43,16 +47,50 @@ class Saved:
     seconds: float
 
 
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def checkpoint_name(name) -> bool:
+    """A name the index may list: a plain file in the checkpoint directory, never the index itself."""
+    return plain_name(name) and name != INDEX and not name.startswith(INDEX + ".")
+
+
+def valid_entry(entry) -> tuple[dict | None, str]:
+    """(the entry with defaults filled, "") or (None, what is wrong with it)."""
+    if not isinstance(entry, dict):
+        return None, f"an entry is a {type(entry).__name__}, not an object"
+    name = entry.get("file")
+    if not checkpoint_name(name):
+        return None, f"file {name!r} is not a plain checkpoint name inside the checkpoint directory"
+    if not _int(entry.get("step")):
+        return None, f"{name}: step {entry.get('step')!r} is not a non-negative integer"
+    if entry.get("kind") not in KINDS:
+        return None, f"{name}: kind {entry.get('kind')!r} is not one of {', '.join(KINDS)}"
+    if not _int(entry.get("bytes")):
+        return None, f"{name}: bytes {entry.get('bytes')!r} is not a non-negative integer"
+    if "crc32" in entry and not (_int(entry["crc32"]) and entry["crc32"] < 2**32):
+        return None, f"{name}: crc32 {entry['crc32']!r} is not a CRC-32"
+    epoch = entry.get("epoch", 0)
+    stamp = entry.get("time", 0.0)
+    if not _int(epoch):
+        return None, f"{name}: epoch {epoch!r} is not a non-negative integer"
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool) or stamp != stamp:
+        return None, f"{name}: time {stamp!r} is not a number"
+    return {**entry, "epoch": epoch, "time": float(stamp)}, ""
+
+
 class Checkpointer:
     def __init__(self, directory: Path, keep: int, name: str, best_name: str | None, final_name: str,
-                 save=torch.save, repair: bool = True):
+                 save=None, repair: bool = True, store: CheckpointStore | None = None):
         self.dir = Path(directory)
         self.keep = keep
         self.name = name
         self.best_name = best_name
         self.final_name = final_name
-        self._save = save  # replaceable so a test can make the writer fail
-        # Only one process may mend a damaged index or quarantine a file: rank 0. The
+        # ``save`` replaces torch.save in the default store, so a test can make the writer fail.
+        self.store = store if store is not None else FileStore(self.dir, write=save)
+        # Only one process may mend a damaged index or set a file aside: rank 0. The
         # others read the same files and reach the same answer without writing.
         self.repair = repair
 
@@ -64,27 +102,49 @@ class Checkpointer:
     # ---- index ---------------------------------------------------------------------------
 
     def index(self, warn=None) -> list[dict]:
-        """The complete checkpoints. A damaged index is rebuilt from the files that load (and said)."""
+        """The complete checkpoints. Bad entries are left out, a damaged or lost index rebuilt (and said)."""
         path = self.dir / INDEX
-        if not path.exists():
-            return []
         try:
-            entries = json.loads(path.read_text(encoding="utf-8"))["checkpoints"]
-            if isinstance(entries, list) and all(isinstance(e, dict) and {"file", "step", "kind", "bytes"} <= set(e)
-                                                 for e in entries):
-                return entries
-            raise ValueError("unexpected contents")
-        except (ValueError, KeyError, TypeError) as exc:
-            entries = self._rebuild_index()
-            if self.repair:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if not self.store.list():
+                return []  # a run that has not saved yet
+            raw, problem = None, "is missing"
+        except OSError as exc:
+            raw, problem = None, f"cannot be read ({os_reason(exc)})"
+        else:
+            try:
+                entries = json.loads(raw.decode("utf-8"))["checkpoints"]
+                if not isinstance(entries, list):
+                    raise TypeError("`checkpoints` is not a list")
+                return self._checked(entries, warn)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UnicodeDecodeError: ValueError
+                problem = f"was damaged ({type(exc).__name__}: {exc})" if raw else "was empty"
+        entries = self._rebuild_index()
+        if self.repair:
+            if raw:
                 damaged = path.with_name(f"{INDEX}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
                 if not damaged.exists():
-                    damaged.write_bytes(path.read_bytes())
+                    damaged.write_bytes(raw)
+            try:
                 self._write_index(entries)  # replaced atomically: an index.json is always there
-            if warn is not None:
-                warn(f"{path} was damaged ({exc}); rebuilt it from the {len(entries)} checkpoint file(s) "
-                     "that load (the old one is kept beside it)")
-            return entries
+            except OSError:
+                pass  # read-only or full: the rebuilt list still serves this process
+        if warn is not None:
+            warn(f"{path} {problem}; rebuilt it from the {len(entries)} checkpoint file(s) that load"
+                 + (" (the old one is kept beside it)" if raw else ""))
+        return entries
+
+    def _checked(self, entries: list, warn) -> list[dict]:
+        good: dict[str, dict] = {}
+        for raw in entries:
+            entry, problem = valid_entry(raw)
+            if entry is None:
+                if warn is not None:
+                    warn(f"{self.dir / INDEX}: skipped an entry: {problem}")
+                continue
+            good[entry["file"]] = entry  # a name listed twice: the later entry wins
+        return list(good.values())
 
     def _rebuild_index(self) -> list[dict]:
         """Entries for the checkpoint files that load and say (or whose name says) what they are.
@@ -92,25 +152,30 @@ class Checkpointer:
         A file of unknown kind is left out: never loaded, and never rotated away either.
         """
         entries = []
-        for file in sorted(self.dir.glob("*.pt")):
+        for name in self.store.list():
             try:
-                state = load_file(file)
+                state = self.store.load(name)
                 saved = state.get("saved_as") or {}
-                step = int(saved.get("step", state["counters"]["step"]))
-            except (CheckpointError, KeyError, TypeError, ValueError, AttributeError):
+                step = saved.get("step", state["counters"]["step"])
+                epoch = saved.get("epoch", 0)
+            except (CheckpointError, KeyError, TypeError, ValueError, AttributeError, OSError):
                 continue  # not one of ours, or not whole
-            kind = saved.get("kind") or self._kind_by_name(file.name)
-            if kind is None:
+            kind = saved.get("kind") if saved.get("kind") in KINDS else self._kind_by_name(name)
+            # Written in step order as far as rotation can tell (their write times are gone with the index).
+            entry, _ = valid_entry({"file": name, "step": step, "epoch": epoch, "kind": kind,
+                                    "bytes": 0, "time": float(step) if _int(step) else 0.0})
+            if entry is None:
                 continue
-            entries.append({"file": file.name, "step": step, "epoch": int(saved.get("epoch", 0)), "kind": kind,
-                            "bytes": file.stat().st_size, "crc32": file_crc32(file), "time": file.stat().st_mtime})
+            try:
+                entries.append({**entry, **self.store.fingerprint(name)})
+            except (OSError, CheckpointError):
+                continue
         return entries
 
     def _kind_by_name(self, name: str) -> str | None:
         """For checkpoints written before they recorded their kind: match the spec's name patterns."""
         for kind, template in (("final", self.final_name), ("best", self.best_name), ("regular", self.name)):
-            if template and re.fullmatch(re.escape(template).replace(r"\{step\}", r"\d+")
-                                         .replace(r"\{epoch\}", r"\d+"), name):
+            if template and re.fullmatch(_template_pattern(template), name):
                 return kind
         return None
 
@@ -125,32 +190,19 @@ class Checkpointer:
 
     def save(self, state: dict, kind: str, step: int, epoch: int) -> Saved:
         state = {**state, "saved_as": {"kind": kind, "step": step, "epoch": epoch}}  # so an index can be rebuilt
-        self.dir.mkdir(parents=True, exist_ok=True)
-        target = self.dir / self.filename(kind, step, epoch)
-        tmp = target.with_name(f".{target.name}.partial")
+        name = self.filename(kind, step, epoch)
+        entries = [e for e in self.index() if e["file"] != name]  # before the write: a first save finds none
         started = time.perf_counter()
-        try:
-            with open(tmp, "wb") as fh:
-                self._save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            fsync_dir(self.dir)
-        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
-            tmp.unlink(missing_ok=True)
-            raise CheckpointError(f"could not write checkpoint {target}: {_reason(exc)}; "
-                                  "earlier checkpoints are intact") from exc
-        entries = [e for e in self.index() if e["file"] != target.name]
-        entry = {"file": target.name, "step": step, "epoch": epoch, "kind": kind,
-                 "bytes": target.stat().st_size, "crc32": file_crc32(target), "time": time.time()}
+        fingerprint = self.store.save(name, state)
+        entry = {"file": name, "step": step, "epoch": epoch, "kind": kind, **fingerprint, "time": time.time()}
         entries.append(entry)
         try:
             self._write_index(entries)  # the completion marker: written last
         except OSError as exc:
-            raise CheckpointError(f"wrote {target} but could not record it in {INDEX}: {_reason(exc)}; "
-                                  "earlier checkpoints are intact") from exc
+            raise CheckpointError(f"wrote {self.dir / name} but could not record it in {INDEX}: "
+                                  f"{os_reason(exc)}; earlier checkpoints are intact") from exc
         self._rotate(entries)
-        return Saved(target, step, kind, entry["bytes"], time.perf_counter() - started)
+        return Saved(self.dir / name, step, kind, entry.get("bytes", 0), time.perf_counter() - started)
 
     def _rotate(self, entries: list[dict]) -> None:
         # By write order, not step: after a fallback resume a newer-stepped but abandoned
@@ -167,16 +219,23 @@ class Checkpointer:
         protected = {e["file"] for e in keep}
         for e in doomed:
             if e["file"] not in protected:
-                (self.dir / e["file"]).unlink(missing_ok=True)
+                try:
+                    self.store.delete(e["file"])
+                except OSError:
+                    pass  # a stray file, not a hole
 
-    def quarantine(self, entry: dict) -> None:
-        """Take a checkpoint that cannot be loaded out of the index; keep the file, renamed."""
-        if not self.repair:
-            return
-        self._write_index([e for e in self.index() if e["file"] != entry["file"]])
-        path = self.dir / entry["file"]
-        if path.exists():
-            path.rename(path.with_name(path.name + ".damaged"))
+    def quarantine(self, entry: dict) -> str | None:
+        """Take a checkpoint that cannot be loaded out of the index; keep the file, renamed.
+
+        Returns the name it is kept under, or None when there was no file to keep.
+        """
+        if not self.repair or not checkpoint_name(entry.get("file")):
+            return None
+        try:
+            self._write_index([e for e in self.index() if e["file"] != entry["file"]])
+            return self.store.set_aside(entry["file"])
+        except (OSError, CheckpointError):
+            return None
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -188,46 +247,21 @@ class Checkpointer:
 
     def load_latest(self, warn) -> tuple[dict, Path] | None:
         for entry in self.candidates(warn):
-            path = self.dir / entry["file"]
+            name = entry["file"]
             try:
-                if path.stat().st_size != entry["bytes"]:
-                    raise CheckpointError(f"{path.name} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)")
-                if "crc32" in entry and file_crc32(path) != entry["crc32"]:  # older indexes have no checksum
-                    raise CheckpointError(f"{path.name}'s contents changed since it was written (CRC-32 mismatch)")
-                return load_file(path), path
-            except (CheckpointError, OSError, RuntimeError, EOFError, ValueError) as exc:
-                warn(f"checkpoint {path.name} cannot be loaded ({exc}); falling back to the previous one "
-                     f"(kept as {path.name}.damaged)")
-                self.quarantine(entry)
+                return self.store.load(name, entry), self.dir / name
+            except (CheckpointError, OSError) as exc:
+                kept = self.quarantine(entry)
+                fate = f"kept as {kept}" if kept else ("the file is gone" if not (self.dir / name).exists()
+                                                       else "left in place")
+                warn(f"checkpoint {name} cannot be loaded ({exc}); falling back to the previous one ({fate})")
         return None
 
 
-def _reason(exc: BaseException) -> str:
-    """The OS's words for a failed write, also when torch wrapped them in its own error."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text
-
-
-def file_crc32(path: Path) -> int:
-    """CRC-32 of a file: torch's zip format does not check its records on load, so a flipped
-    byte in a tensor would load silently. About 1 GB/s; a checkpoint was just written or is
-    about to be read, so its pages are usually in the cache."""
-    crc = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
-def load_file(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
-    except Exception as exc:  # pickle errors come in many types; all mean "unusable"
-        raise CheckpointError(f"{path} is not a loadable checkpoint: {exc}") from None
+def _template_pattern(template: str) -> str:
+    """A name template (``step_{step}.pt``, ``s{step:06d}.pt``) as a regular expression."""
+    out, pos = [], 0
+    for m in re.finditer(r"\{(step|epoch)(?::[^{}]*)?\}", template):
+        out.append(re.escape(template[pos:m.start()]) + r"\s*[+-]?\d+")
+        pos = m.end()
+    return "".join(out) + re.escape(template[pos:])

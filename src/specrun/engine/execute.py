@@ -15,13 +15,14 @@ from pathlib import Path
 
 from specrun.spec import expr as ex
 from specrun.spec import syntax as s
-from specrun.engine.checkpoint import Checkpointer, CheckpointError, load_file
+from specrun.engine.checkpoint import Checkpointer, CheckpointError
 from specrun.engine.console import Console
 from specrun.engine.device import Unsupported
 from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
 from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, read_status, runs_root
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.state import ResumeRefused, restore
+from specrun.engine.store import FileStore
 from specrun.engine.tensorboard import TensorBoardLog, TensorBoardUnavailable
 from specrun.spec.fmt import format_data
 from specrun.plan import Plan
@@ -275,7 +276,7 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
             raise CheckpointError(f"no loadable checkpoint in {resume_from}")
         state, path = found
     else:
-        state, path = load_file(resume_from), resume_from
+        state, path = FileStore(resume_from.parent).load(resume_from.name), resume_from
 
     if path.resolve().parent != run.checkpointer.dir.resolve() and state.get("spec_hash") not in (None, run.plan.spec_hash):
         # The run's own checkpoints were checked against its spec already (choose_run_dir).
