@@ -190,7 +190,7 @@ def _pull_switches(kind: str, params: dict, prefix: tuple = ()) -> tuple[dict, l
 
 def build_plan(spec: Spec) -> Plan:
     root = spec_schema()
-    data = dict(spec.data)
+    data = {k: v for k, v in spec.data.items() if k != "sweep"}  # a run ignores its sweep block
     for section in ("precision", "nonfinite", "checkpoint", "log"):
         data.setdefault(section, {"type": "fp32"} if section == "precision" else {})
     settings = fill_defaults(data, root, root)

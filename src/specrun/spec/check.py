@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from specrun.spec import catalog as cat
 from specrun.spec import expr as ex
+from specrun.spec import sweep
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, SpecError, did_you_mean
 from specrun.spec.document import COLLECTIONS, PHASE_TARGETS, Located, fill, merge, assign, locate
@@ -47,9 +48,9 @@ class Spec:
 
     @property
     def hash(self) -> str:
-        """The experiment's identity. `checkpoint.resume` is left out: where a run starts
-        from is not what it is, and continuing one must not count as changing it."""
-        data = dict(self.data)
+        """The experiment's identity. `checkpoint.resume` and `sweep` are left out: where a
+        run starts from, or how others around it are searched, is not what it is."""
+        data = {k: v for k, v in self.data.items() if k != "sweep"}  # how to search is not what a run is
         if isinstance(data.get("checkpoint"), dict):
             data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k != "resume"}
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
@@ -199,6 +200,8 @@ def _shown(value) -> str:
 
 def _type_hint(value, types, written: str | None = None) -> str | None:
     types = [types] if isinstance(types, str) else list(types)
+    if isinstance(value, IntRange) and (value.scale or "range" not in types):
+        return "a range of values to search belongs in a `sweep` block (docs/sweeps.md)"
     if isinstance(value, str) and any(t in ("integer", "number") for t in types) and (
             written is None or written.startswith('"')):
         return "numbers are written without quotes"
@@ -773,7 +776,26 @@ def _diagnose(loc: Located) -> list[Diagnostic]:
     out += _schema_diagnostics(loc, data, spec_schema(), (), "the spec")
     out += _component_diagnostics(loc, data)
     out += _semantic_diagnostics(loc, data)
+    if isinstance(data.get("sweep"), dict):
+        out += _sweep_diagnostics(loc, data)
     return _dedupe(out)
+
+
+def _sweep_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
+    """The sweep block (spec/sweep.py), each choice checked as the --set it becomes."""
+
+    def without_sweep() -> Located:
+        return Located(copy_data({k: v for k, v in data.items() if k != "sweep"}), dict(loc.spans),
+                       dict(loc.key_spans), dict(loc.value_spans), loc.profiles, [], loc.path, loc.source)
+
+    base = {(d.code, d.span, d.message) for d in _diagnose(without_sweep())}
+
+    def try_set(setting: s.Setting) -> list[Diagnostic]:
+        variant = without_sweep()
+        apply_overrides(variant, (setting,), "sweep")
+        return [d for d in _diagnose(variant) if (d.code, d.span, d.message) not in base]
+
+    return sweep.diagnostics(loc, data, known_metrics(data), try_set)
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:

@@ -249,7 +249,8 @@ def _is_name(text: str) -> bool:
     return bool(_NAME.match(text)) and not any(part in _RESERVED for part in text.split("."))
 
 
-def _data_value(value) -> str:
+def data_value(value) -> str:
+    """A plain value as the spec writes it (``--set`` takes the same text)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -261,7 +262,7 @@ def _data_value(value) -> str:
     if isinstance(value, IntRange):
         return str(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_data_value(v) for v in value) + "]"
+        return "[" + ", ".join(data_value(v) for v in value) + "]"
     if isinstance(value, Gate):
         raise TypeError("a gate is written with `when`, not as a value")
     raise TypeError(value)
@@ -285,17 +286,17 @@ def _data_lines(data: dict, depth: int, order=None, where: tuple = ()) -> list[s
                 body = {k: v for k, v in entry.items() if k not in ("name", "set")}
                 sets = [INDENT * (depth + 1) + line for line in _flat(entry.get("set", {}), ())]
                 inner = sets + _data_lines(body, depth + 1, where=where + (key, entry["name"]))
-                head = f"{pad}{word} {_data_value(entry['name'])}"
+                head = f"{pad}{word} {data_value(entry['name'])}"
                 lines += [head + " {"] + inner + [f"{pad}}}"] if inner else [head + " {}"]
         elif key == "expect" and where == () and isinstance(value, list):
             for e in value:
-                by = f" by {_data_value(e['by'])}" if "by" in e else ""
+                by = f" by {data_value(e['by'])}" if "by" in e else ""
                 lines.append(f"{pad}expect {e['expr']}{by}")
         elif isinstance(value, Gate):
             lines.append(f"{pad}{key} when {value}")
         elif isinstance(value, dict):
             rest = {k: v for k, v in value.items() if k != "type"}
-            head = f"{pad}{key} {_data_value(value['type'])}" if "type" in value else f"{pad}{key}"
+            head = f"{pad}{key} {data_value(value['type'])}" if "type" in value else f"{pad}{key}"
             if rest or "type" not in value:
                 lines += [head + " {"] + _data_lines(rest, depth + 1, where=where + (key,)) + [f"{pad}}}"]
             elif where == () and key in _COMPONENT_KEYS:
@@ -303,7 +304,7 @@ def _data_lines(data: dict, depth: int, order=None, where: tuple = ()) -> list[s
             else:
                 lines.append(head + " {}")  # elsewhere `key name` would be a plain value
         else:
-            lines.append(f"{pad}{key} {_data_value(value)}")
+            lines.append(f"{pad}{key} {data_value(value)}")
     return lines
 
 
@@ -319,7 +320,7 @@ def _flat(data: dict, prefix: tuple) -> list[str]:
         elif isinstance(v, Gate):
             out.append(f"{key} when {v}")
         else:
-            out.append(f"{key} {_data_value(v)}")
+            out.append(f"{key} {data_value(v)}")
     return out
 
 

@@ -300,6 +300,11 @@ def _r_negative(kids, span, path):
     return s.Number(-_number(str(tok), tok), "-" + str(tok), span)
 
 
+def _r_range(kids, span, path):
+    scale = _name(kids[0]) if isinstance(kids[0], Token) and kids[0].type == "NAME" else None
+    return s.Range(kids[-3] if scale else kids[0], kids[-1], span, scale)
+
+
 def _r_call(kids, span, path):
     name, args = _name(kids[0]), [k for k in kids[1:] if not isinstance(k, Token)]
     pos = tuple(a for a in args if not isinstance(a, tuple))
@@ -328,7 +333,7 @@ _RULES = {
     "false": lambda kids, span, path: s.Bool(False, span),
     "name": lambda kids, span, path: s.Name(_names(kids), span),
     "list": lambda kids, span, path: s.List(tuple(k for k in kids if not isinstance(k, Token)), span),
-    "range": lambda kids, span, path: s.Range(kids[0], kids[-1], span),
+    "range": _r_range,
     "ref": lambda kids, span, path: s.Ref(_names(kids), span),
     "call": _r_call,
     "kwarg": lambda kids, span, path: (_name(kids[0]), kids[-1], _span(path, kids[0])),
@@ -643,6 +648,9 @@ def _explain(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
                 text[pos - 1:pos].isdigit() or _close_to_unit(value)):
             hint = f"'{value}' is not a unit; units: {UNITS}"
         return Diagnostic("E100", f"unexpected {_describe(tok)} after a complete setting", span, hint)
+    if expected and all(_literal(t) == ".." for t in expected):  # `model mlp 3`: NAME NUMBER starts `log 1..8`
+        return Diagnostic("E100", f"unexpected {_describe(tok)}: a name and a number begin a scaled range", span,
+                          "a range in a sweep is written `log 1e-4..1e-2`; otherwise one setting per line")
     if tok.type == "_NL":
         return Diagnostic("E108" if expected & {"NUMBER", "NAME", "STRING", "LBRACE"} else "E100",
                           "the line ends before the setting is complete", span,

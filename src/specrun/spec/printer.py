@@ -36,7 +36,7 @@ def format_value(node) -> str:
     if isinstance(node, s.Name):
         return node.dotted
     if isinstance(node, s.Range):
-        return f"{node.lo.text}..{node.hi.text}"
+        return (f"{node.scale} " if node.scale else "") + f"{node.lo.text}..{node.hi.text}"
     if isinstance(node, s.List):
         return "[" + ", ".join(format_value(v) for v in node.items) + "]"
     raise TypeError(node)

@@ -23,7 +23,8 @@ SPEC_TYPES = {
     "duration": lambda c, v: isinstance(v, Qty) and v.dimension == "duration",
     "span": lambda c, v: isinstance(v, Qty) and v.dimension == "span",
     "range": lambda c, v: (isinstance(v, IntRange) and all(isinstance(x, int) and not isinstance(x, bool)
-                                                            for x in (v.lo, v.hi)) and v.lo <= v.hi),
+                                                            for x in (v.lo, v.hi)) and v.lo <= v.hi
+                            and v.scale is None),
     "gate": lambda c, v: isinstance(v, Gate),
 }
 

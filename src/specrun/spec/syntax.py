@@ -79,11 +79,12 @@ class List:
 
 @dataclass(frozen=True)
 class Range:
-    """Inclusive integer range ``3..16``."""
+    """Inclusive range ``3..16``; in a sweep also ``1e-4..1e-2`` and ``log 1e-4..1e-2``."""
 
     lo: Number
     hi: Number
     span: Span
+    scale: str | None = None  # `log` in `log 1e-4..1e-2`
 
 
 Value = Union[Number, Quantity, String, Bool, Name, List, Range]

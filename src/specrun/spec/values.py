@@ -53,11 +53,15 @@ class Qty:
 
 @dataclass(frozen=True)
 class IntRange:
-    lo: int
-    hi: int
+    """``3..16`` (a setting's value: whole numbers); in a sweep, a search range whose bounds
+    may be floats and which may carry a scale: ``log 1e-4..1e-2``."""
+
+    lo: int | float
+    hi: int | float
+    scale: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.lo}..{self.hi}"
+        return (f"{self.scale} " if self.scale else "") + f"{self.lo}..{self.hi}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,7 +91,7 @@ def plain(value: s.Value):
     if isinstance(value, s.List):
         return [plain(v) for v in value.items]
     if isinstance(value, s.Range):
-        return IntRange(value.lo.value, value.hi.value)
+        return IntRange(value.lo.value, value.hi.value, value.scale)
     raise TypeError(f"not a value: {value!r}")
 
 
