@@ -242,8 +242,9 @@ def attribute(plan, batches) -> None:
         run = setup(plan, run_dir, Console(quiet=True))
         from specrun.engine.execute import metric_columns
         from specrun.engine.rundir import CsvLog
+        from specrun.engine.sinks.csv import MetricsCsv
 
-        run.csv = CsvLog(run_dir.path / "metrics.csv", metric_columns(run))
+        run_dir.sinks.add(MetricsCsv(CsvLog(run_dir.path / "metrics.csv", metric_columns(run))))
         batch = batches[0]
         outputs = run.train_model(batch)
         loss = run.loss_fn(outputs, batch)
@@ -276,7 +277,7 @@ def attribute(plan, batches) -> None:
             cost = _cost(fn) - (_cost(base[0]) if base else 0.0)
             total += cost
             print(f"  {cost * 1e6:8.1f} us  {name}")
-        row = _cost(lambda: loop._log_row(run, window, None, None), number=20, repeat=3)
+        row = _cost(lambda: loop._log_row(run, window, None), number=20, repeat=3)
         wall0 = time.perf_counter()
         for _ in range(20):
             run.dir.set_status(step=1)

@@ -13,17 +13,17 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from specrun.spec import expr as ex
-from specrun.spec import syntax as s
 from specrun.engine.checkpoint import Checkpointer, CheckpointError
 from specrun.engine.console import Console
 from specrun.engine.device import Unsupported
 from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
 from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, read_status, runs_root
+from specrun.engine.sinks import open_log_sinks
+from specrun.engine.sinks.base import SinkUnavailable
+from specrun.engine.sinks.csv import MetricsCsv, spec_csv
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.store import FileStore
-from specrun.engine.tensorboard import TensorBoardLog, TensorBoardUnavailable
 from specrun.spec.fmt import format_data
 from specrun.plan import Plan
 
@@ -139,49 +139,6 @@ def metric_columns(run) -> list[str]:
     return list(dict.fromkeys(cols + ["time"]))  # a task may report perplexity itself
 
 
-def _threshold(run) -> float:
-    """The number the current promotion gate compares a metric against (1.0 when none: unreachable)."""
-    if not run.curriculum:
-        return 1.0
-    phase = run.curriculum.phase(0)
-    if phase.promote is None:
-        return 1.0
-    for node in ex.walk(phase.promote.expr):
-        if isinstance(node, s.BinOp) and node.op in (">=", ">") and ex.series_refs(node.left) \
-                and isinstance(node.right, s.Number):
-            return node.right.value
-    return 1.0
-
-
-def extra_csv(run):
-    """The spec's own CSV (``log { csv "logs/training.log"  columns [...] }``): name or name:source."""
-    from specrun.engine.guard import GB, used_bytes
-
-    spec = run.plan.settings["log"]
-    if not spec.get("csv") or not run.main:
-        return None
-    columns = spec.get("columns") or ["step", "loss:train.loss", "phase"]
-    pairs = [(c.split(":", 1) + [c])[:2] if ":" in c else (c, c) for c in columns]
-    log = CsvLog(run.dir.path / spec["csv"], [name for name, _ in pairs])
-
-    def source(src: str, row: dict):
-        if src in row:
-            return row[src]
-        if src == "phase":
-            return run.curriculum.states[0].index if run.curriculum else 0
-        if src == "threshold":
-            return _threshold(run)
-        if src == "ram_gb":
-            return round(used_bytes("system") / GB, 3)
-        if src.startswith(("task.", "model.", "optimizer.")):
-            target, _, key = src.partition(".")
-            merged = run.curriculum.merged().get(target, {})
-            return merged.get(key, run.plan.components[target]["params"].get(key))
-        return row.get(f"train.{src}")
-
-    return lambda row: log.write({name: source(src, row) for name, src in pairs})
-
-
 def _install_signals(interrupt: Interrupt):
     previous = {}
 
@@ -216,20 +173,22 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     previous = _install_signals(interrupt)
     run = None
     try:
-        if main and plan.settings["log"].get("tensorboard"):
-            run_dir.tensorboard = TensorBoardLog(run_dir.path / "tensorboard")
+        open_log_sinks(plan, run_dir, opts.runs_base)  # TensorBoard, trackers: the spec's log block
         run = setup(plan, run_dir, console, dist)
         for note in run.precision.notes:
             console.say(f"note: {note}")
             run_dir.event("note", 0, message=note)
         _resume(run, resume_from, console, opts.allow_spec_change)
-        run.csv = CsvLog(run_dir.path / "metrics.csv", metric_columns(run), enabled=main)
+        if main:
+            run_dir.sinks.add(MetricsCsv(CsvLog(run_dir.path / "metrics.csv", metric_columns(run))))
+            if (extra := spec_csv(run)) is not None:
+                run_dir.sinks.add(extra)
         run_dir.set_status(status="running", spec=plan.name, started=read_status(run_dir.path).get("started")
                            or __import__("time").time(), step=run.counters.step,
                            phases=run.curriculum.phase_names(), segment=run.counters.segment)
         run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
-        outcome = _with_profiler(run, opts, lambda: train(run, interrupt, extra_csv(run)))
-    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, TensorBoardUnavailable,
+        outcome = _with_profiler(run, opts, lambda: train(run, interrupt))
+    except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, SinkUnavailable,
             Unsupported) as exc:
         outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)
     except KeyboardInterrupt:
@@ -255,8 +214,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
         run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
                            phases=run.curriculum.phase_names() if run else {})
         run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
-    if run_dir.tensorboard is not None:
-        run_dir.tensorboard.close()
+    run_dir.sinks.close()
     return outcome
 
 

@@ -297,7 +297,7 @@ def _batch_tokens(batch: dict) -> int:
     return first.shape[0]
 
 
-def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
+def _log_row(run: Run, window: Window, val: dict | None) -> None:
     c = run.counters
     means, rate, tokens_per_s = window.take()
     row = {"step": c.step, "epoch": round(c.micro / run.per_epoch, 4) if run.per_epoch else "",
@@ -316,11 +316,7 @@ def _log_row(run: Run, window: Window, val: dict | None, extra_log) -> None:
         row["gpu_peak_gb"] = torch.cuda.max_memory_allocated(run.ctx.device) / GB
     if val:
         row.update({f"val.{k}": v for k, v in val.items()})
-    run.csv.write(row)
-    if run.dir.tensorboard is not None:
-        run.dir.tensorboard.scalars(c.step, row)
-    if extra_log is not None:
-        extra_log(row)
+    run.dir.sinks.row(row)  # metrics.csv, the spec's CSV, TensorBoard, trackers: engine/sinks
     run.dir.set_status(step=c.step, phases=run.curriculum.phase_names(), skipped=c.skipped)
 
 
@@ -348,7 +344,7 @@ def _peak_rss() -> int:
 
 # ---- the loop -------------------------------------------------------------------------------------
 
-def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
+def train(run: Run, interrupt: Interrupt) -> Outcome:
     st = run.plan.settings
     c = run.counters
     clip = st.get("clip_grad_norm")
@@ -463,7 +459,7 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
 
         # 8. log row, then checkpoint: a kill between the two must not lose the row
         if val is not None or (window.count and _due(every, "log", c.step, epoch_done)):
-            _log_row(run, window, val, extra_log)
+            _log_row(run, window, val)
         if _due(every, "checkpoint", c.step, epoch_done):
             _save(run, "regular")
 
@@ -474,17 +470,17 @@ def train(run: Run, interrupt: Interrupt, extra_log=None) -> Outcome:
             (key_metric, values[key_metric[6:]]) if key_metric and key_metric[6:] in values else None)
         if stop_reason:
             _final_expectations(run)
-            _finish(run, window, extra_log)
+            _finish(run, window)
             return Outcome("finished", 0, stop_reason, c.step)
 
     _final_expectations(run)
-    _finish(run, window, extra_log)
+    _finish(run, window)
     return Outcome("finished", 0, f"finished {c.step} steps", c.step)
 
 
-def _finish(run: Run, window: Window, extra_log) -> None:
+def _finish(run: Run, window: Window) -> None:
     if window.count:
-        _log_row(run, window, None, extra_log)
+        _log_row(run, window, None)
     _save(run, "final")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import platform
 import socket
@@ -22,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 
 from specrun.engine.atomic import write_json_atomic
+from specrun.engine.sinks.base import Sinks
+from specrun.engine.sinks.events import EventsFile
 
 STATUS = "run.json"
 STATUS_EVERY_S = 1.0  # how often progress (step, phases) reaches run.json
@@ -112,7 +113,11 @@ class RunDir:
         self.checkpoint_dir = checkpoint_dir  # the spec's checkpoint.dir, relative to the run
         self.status: dict = {}
         self.host = socket.gethostname()
-        self.tensorboard = None  # a TensorBoardLog when log.tensorboard is on (main process only)
+        # Where rows and events go (engine/sinks): events.jsonl from the start; metrics.csv,
+        # TensorBoard and trackers are added once the run is set up. Rank 0 only.
+        self.sinks = Sinks()
+        if self.main:
+            self.sinks.add(EventsFile(self.path / "events.jsonl"))
 
     @property
     def checkpoints(self) -> Path:
@@ -140,22 +145,7 @@ class RunDir:
     def event(self, name: str, step: int, /, **fields) -> None:
         if not self.main:
             return
-        record = {"time": round(time.time(), 3), "step": step, "event": name, **fields}
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_strict(record), default=str, allow_nan=False) + "\n")
-        if self.tensorboard is not None:
-            self.tensorboard.event(step, name, fields)
-
-
-def _strict(value):
-    """NaN and infinities as strings: events.jsonl stays strict JSON for any reader."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
+        self.sinks.event(step, name, fields)
 
 
 class CsvLog:

@@ -74,7 +74,6 @@ class Run:
     best_value: float | None = None  # of checkpoint.best.metric, for best.pt
     expectations_checked: set = field(default_factory=set)  # indexes of `expect ... by` already judged
     dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
-    csv: object = None  # rundir.CsvLog of metrics.csv
     batches: object = None  # the live training iterator
     initial_lrs: list = field(default_factory=list)  # each group's lr as built (curriculum scales them)
     metrics_every_step: bool = True  # a gate reads a train.* series other than loss/grad_norm/lr

@@ -16,12 +16,14 @@ import math
 from numbers import Real
 from pathlib import Path
 
+from specrun.engine.sinks.base import Sink, SinkUnavailable
+
 INSTALL = "pip install 'specrun[tensorboard]'"
 # Columns that are the x axis or wall time, not a quantity to chart.
 SKIP = {"step", "time"}
 
 
-class TensorBoardUnavailable(RuntimeError):
+class TensorBoardUnavailable(SinkUnavailable):
     """``log.tensorboard`` is on but the tensorboard package cannot be imported."""
 
 
@@ -39,48 +41,41 @@ def tag(column: str) -> str:
     return column.replace(".", "/")
 
 
-class TensorBoardLog:
+class TensorBoardLog(Sink):
     def __init__(self, log_dir):
         writer_class = _summary_writer()
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._writer = writer_class(log_dir=str(self.log_dir))
 
-    def scalars(self, step: int, row: dict) -> None:
+    def row(self, row: dict) -> None:
         """Every numeric value of a metrics row (strings such as phase names are skipped)."""
         if self._writer is None:
             return
+        step = int(row["step"])
         for column, value in row.items():
             if column in SKIP or isinstance(value, bool) or not isinstance(value, Real):
                 continue
             value = float(value)
             if math.isinf(value):
                 continue
-            self._writer.add_scalar(tag(column), value, global_step=int(step))
+            self._writer.add_scalar(tag(column), value, global_step=step)
 
-    def event(self, step: int, kind: str, fields: dict | None = None) -> None:
+    def event(self, record: dict) -> None:
         """A run event as text under ``events/<kind>`` (shown in TensorBoard's Text tab)."""
         if self._writer is None:
             return
-        self._writer.add_text(f"events/{kind}", describe_event(kind, fields or {}), global_step=int(step))
+        kind = record["event"]
+        fields = {k: v for k, v in record.items() if k not in ("time", "step", "event")}
+        self._writer.add_text(f"events/{kind}", describe_event(kind, fields), global_step=int(record["step"]))
         if kind in ("phase", "end", "resume"):
             self._writer.flush()  # rare and worth seeing at once
-
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
 
     def close(self) -> None:
         """Flush and close; later calls are ignored (safe to call twice)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def describe_event(kind: str, fields: dict) -> str:
@@ -107,3 +102,10 @@ def _short(value) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     return str(value)
+
+
+SETTING = "tensorboard"  # log { tensorboard true }: written to <run>/tensorboard
+
+
+def open_sink(opening) -> TensorBoardLog:
+    return TensorBoardLog(opening.run_dir.path / "tensorboard")

@@ -1,4 +1,4 @@
-"""TensorBoardLog: metrics rows as scalars, events as text, and the missing-package message."""
+"""The TensorBoard sink: metrics rows as scalars, events as text, and the missing-package message."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from specrun.engine.tensorboard import TensorBoardLog, TensorBoardUnavailable, describe_event, tag
+from specrun.engine.sinks.tensorboard import TensorBoardLog, TensorBoardUnavailable, describe_event, tag
 
 ROW = {"step": 20, "epoch": 0.3125, "segment": 0, "phase.curriculum": "main", "train.loss": 1.25,
        "train.accuracy": 0.6, "val.loss": None, "skipped": 0, "steps_per_s": 4.5, "time": 1795457231.1,
@@ -28,17 +28,17 @@ def test_describe_event():
 
 
 def test_scalars_and_events_reach_the_event_file(tmp_path):
-    pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     log = TensorBoardLog(tmp_path / "tb")
-    log.scalars(10, {**ROW, "step": 10, "train.loss": 1.5})
-    log.scalars(20, ROW)
-    log.event(20, "phase", {"axis": "curriculum", "old": "warm", "new": "main", "values": {}})
+    log.row({**ROW, "step": 10, "train.loss": 1.5})
+    log.row(ROW)
+    log.event({"time": 1.0, "step": 20, "event": "phase", "axis": "curriculum", "old": "warm", "new": "main",
+               "values": {}})
     log.close()
     log.close()  # twice is fine
-    log.scalars(30, ROW)  # after close: ignored, no error
-    log.event(30, "end", {})
+    log.row({**ROW, "step": 30})  # after close: ignored, no error
+    log.event({"time": 2.0, "step": 30, "event": "end"})
 
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
