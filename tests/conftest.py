@@ -35,3 +35,26 @@ def golden():
         return path.read_text(encoding="utf-8")
 
     return read
+
+
+MINIMAL_SPEC = """\
+spec minimal
+task rule_classification {
+  features 8
+}
+model mlp {
+  width 16
+}
+loss cross_entropy
+optimizer adamw {
+  lr 1e-3
+}
+batch 4
+max_steps 100
+"""
+
+
+@pytest.fixture
+def minimal_spec() -> str:
+    """A small valid spec of 100 steps, to add settings to."""
+    return MINIMAL_SPEC

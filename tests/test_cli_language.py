@@ -122,7 +122,7 @@ def test_validate_json(files):
     problems = json.loads(bad.stdout)
     assert [(p["path"], p["line"], p["col"], p["code"]) for p in problems] == [
         ("broken.train", 2, 11, "E100"), ("invalid.train", 10, 6, "E203")]
-    assert set(problems[0]) == {"path", "line", "col", "end_line", "end_col", "code", "message", "hint"}
+    assert set(problems[0]) == {"path", "line", "col", "end_line", "end_col", "code", "severity", "message", "hint"}
     assert bad.stderr == ""  # nothing but JSON on stdout, no summary
 
 

@@ -99,12 +99,27 @@ def test_table_columns_and_order(tmp_path):
     result = CliRunner().invoke(runs_command, ["--base", str(base)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["SPEC", "RUN", "STATUS", "STEP", "PHASE", "BEST", "STARTED", "DURATION"]
+    assert lines[0].split() == ["SPEC", "RUN", "PROFILE", "OVERRIDES", "STATUS", "STEP", "PHASE", "BEST", "STARTED",
+                                "DURATION"]
     assert [ln.split()[1] for ln in lines[1:]] == ["early", "late"]  # oldest first
     late = lines[2]
     assert "finished" in late and "size=big, mode=hard" in late and "val.accuracy 0.81 @30" in late
+    assert late.split()[2:4] == ["smoke", "-"]
     assert "2m05s" in late
     assert "interrupted" in lines[1]
+
+
+def test_profile_and_overrides_tell_runs_of_one_spec_apart(tmp_path):
+    make_run(tmp_path, "toy", "a", plan={**PLAN, "overrides": ["optimizer.lr=1e-3", "batch=8"]})
+    make_run(tmp_path, "toy", "b", plan={**PLAN, "profile": None, "overrides": ["x" * 60]})
+    make_run(tmp_path, "toy", "c", plan={**PLAN, "profile": 3, "overrides": "not a list"})  # untrusted plan.json
+    lines = CliRunner().invoke(runs_command, ["toy", "--base", str(tmp_path)]).output.splitlines()
+    cells = {line.split()[1]: line.split()[2:4] for line in lines[1:]}
+    assert cells["a"] == ["smoke", "optimizer.lr=1e-3,batch=8"]
+    assert cells["b"] == ["-", "x" * 37 + "..."] and cells["c"] == ["-", "-"]
+    rows = {r["run_id"]: r for r in json.loads(CliRunner().invoke(
+        runs_command, ["toy", "--base", str(tmp_path), "--json"]).output)}
+    assert rows["a"]["overrides"] == ["optimizer.lr=1e-3", "batch=8"] and rows["b"]["profile"] is None
 
 
 def test_best_falls_back_to_val_loss_and_to_events(tmp_path):

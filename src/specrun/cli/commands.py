@@ -147,6 +147,44 @@ def plot_command(runs, output, metrics, base):
     click.echo(f"wrote {written}")
 
 
+# ---- export ------------------------------------------------------------------------------
+
+@click.command("export")
+@click.argument("run", metavar="RUN", shell_complete=complete_runs)
+@click.option("--which", type=click.Choice(["latest", "final", "best"]), default="latest", show_default=True,
+              help="The checkpoint: the newest complete one, the final one, or the best one.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Folder to write model.safetensors and model.json into (default RUN/export).")
+@click.option("--base", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where spec names are looked up: <base>/<spec>/<run-id>.")
+def export_command(run, which, output, base):
+    """Export a run's trained model: weights as safetensors, and what rebuilds the model.
+
+    RUN is a run directory, or a spec name (or .train file) meaning its latest run.
+    Load the export in Python with specrun.load(FOLDER): the model, in eval mode,
+    rebuilt from the spec through the catalog (no pickle is read).
+
+    \b
+    Example:
+      specrun export builtin_rule --which best -o exported/rule
+      python -c "import specrun; print(specrun.load('exported/rule'))"
+    """
+    from specrun import api
+
+    try:
+        api.require_torch()
+    except api.TorchMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    from specrun.engine.export import ExportError
+
+    try:
+        run_dir = api.find_run(run, base)
+        done = api.export(run_dir, output or Path(run_dir) / "export", which)
+    except (FileNotFoundError, ExportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"exported {done.checkpoint} (step {done.step}) to {done.weights} and {done.manifest.name}")
+
+
 # ---- new ---------------------------------------------------------------------------------
 
 @click.command("new")
@@ -181,4 +219,4 @@ def new_command(name, reference, output):
     click.echo(f"wrote {path}")
 
 
-COMMANDS = (runs_command, plot_command, new_command)
+COMMANDS = (runs_command, plot_command, export_command, new_command)

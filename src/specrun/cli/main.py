@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from specrun.cli.args import SetCommand
+from specrun.cli.colour import use_colour
 from specrun.spec.diagnostics import SpecError, render
 
 
@@ -93,42 +94,50 @@ def main():
 @click.option("-p", "--profile", default=None, help="Check only this profile (with any --set).")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
               help="Check the spec as `run` would see it with this override (repeatable).")
-def validate(paths, fmt, profile, overrides):
+@click.option("--strict", is_flag=True, help="Fail on warnings (settings that can never take effect) too.")
+def validate(paths, fmt, profile, overrides, strict):
     """Check specs (and every profile in them) without running anything.
+
+    Errors fail; warnings (W codes: a setting that can never take effect, an input
+    file that is missing) are printed and fail only with --strict.
 
     \b
     Example:
       specrun validate specs/*.train --format github
       specrun validate specs/savant.train -p smoke --set optimizer.lr=1e-4
-    Exit 0 when all are valid, 1 when any is not.
+    Exit 0 when all are valid, 1 when any is not (or, with --strict, has a warning).
     """
-    from specrun.spec.check import check, check_all_profiles
-    from specrun.spec.parse import parse, read_source
+    from specrun import api
+    from specrun.spec.parse import read_source
 
     diagnostics, sources = [], {}
     files = _spec_paths(paths)
     for path in files:
         try:
-            text = read_source(path)
-            sources[path] = text
-            doc = parse(text, path)
-            if profile is None and not overrides:
-                diagnostics += check_all_profiles(doc)
-            else:  # exactly what `run` would be given
-                check(doc, profile, tuple(overrides))
+            sources[path] = read_source(path)
         except SpecError as err:
-            diagnostics += err.diagnostics
             sources.update(err.sources)
+        found = api.validate(path, profile, overrides)
+        diagnostics += found
+        sources.update({f"<--set {i}>": o.replace("=", " ", 1) for i, o in enumerate(overrides, 1)})
+    errors = [d for d in diagnostics if d.severity == "error"]
+    warnings = [d for d in diagnostics if d.severity == "warning"]
+    failed = bool(errors) or (strict and bool(warnings))
     if diagnostics:
-        click.echo(render(sorted(diagnostics, key=lambda d: d.sort_key()), sources, fmt))
-        if fmt == "text":
-            bad = len({d.span.path for d in diagnostics})
-            click.echo(f"\n{len(diagnostics)} problem(s) in {bad} of {len(files)} file(s)", err=True)
-        sys.exit(1)
-    if fmt == "json":
+        click.echo(render(sorted(diagnostics, key=lambda d: d.sort_key()), sources, fmt,
+                          colour=fmt == "text" and use_colour()))
+    elif fmt == "json":
         click.echo("[]")
-    elif fmt == "text":
-        click.echo(f"{len(files)} spec(s) valid")
+    if fmt == "text":
+        bad = {d.span.path for d in (diagnostics if strict else errors)}
+        if failed:
+            click.echo(f"\n{len(errors)} error(s), {len(warnings)} warning(s) in {len(bad)} of {len(files)} file(s)"
+                       if warnings else f"\n{len(errors)} problem(s) in {len(bad)} of {len(files)} file(s)", err=True)
+        else:
+            click.echo(("\n" if warnings else "") + f"{len(files)} spec(s) valid"
+                       + (f", {len(warnings)} warning(s)" if warnings else ""))
+    if failed:
+        sys.exit(1)
 
 
 # ---- fmt --------------------------------------------------------------------------------
@@ -239,15 +248,18 @@ def diff_command(files, git_mode):
 
 # ---- plan -------------------------------------------------------------------------------------
 
-def _load_plan(spec, profile, sets):
-    from specrun.spec.check import load
-    from specrun.plan import build_plan
+def _load_spec(spec, profile, sets):
+    """The checked spec, its warnings printed to stderr; errors printed and exit 1."""
+    from specrun import api
 
     try:
-        return build_plan(load(spec, profile, tuple(sets)))
+        checked = api.load_spec(spec, profile, sets)
     except SpecError as err:
-        click.echo(err.render(), err=True)
+        click.echo(err.render(colour=use_colour(sys.stderr)), err=True)
         sys.exit(1)
+    if checked.warnings:
+        click.echo(render(checked.warnings, checked.sources, colour=use_colour(sys.stderr)) + "\n", err=True)
+    return checked
 
 
 @main.command(cls=SetCommand)
@@ -264,7 +276,9 @@ def plan(spec, profile, sets, as_json):
     """
     from specrun.cli.report import describe_plan
 
-    compiled = _load_plan(spec, profile, sets)
+    from specrun import api
+
+    compiled = api.build_plan(_load_spec(spec, profile, sets))
     if as_json:
         click.echo(json.dumps(compiled.to_json(), indent=2))
     else:
@@ -291,28 +305,24 @@ def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, qui
       specrun run specs/savant.train --set optimizer.lr=1e-5 --new
     Exit 0 finished, 1 failed (reason on the last line), 130/143 interrupted (state saved).
     """
-    from specrun.spec.check import load
-    from specrun.plan import build_plan
+    from specrun import api
 
+    checked = _load_spec(spec, profile, sets)
     try:
-        checked = load(spec, profile, tuple(sets))
-    except SpecError as err:
-        click.echo(err.render(), err=True)
-        sys.exit(1)
+        api.require_torch()
+    except api.TorchMissing as exc:
+        raise click.ClickException(str(exc)) from None
     from specrun.engine.distributed import launch_if_needed
 
-    compiled = build_plan(checked)
+    compiled = api.build_plan(checked)
     launched = launch_if_needed(compiled, sys.argv)
     if launched is not None:
         sys.exit(launched)
-    from specrun.engine.execute import Options, execute
-
-    opts = Options(run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
-                   profile_trace=profile_trace)
-    outcome = execute(compiled, checked.data, opts, dist=_dist_from_env(compiled))
+    result = api.run(checked, run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
+                     profile_trace=profile_trace, dist=_dist_from_env(compiled))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one final line, not one per rank
-        click.echo(f"{outcome.status}: {outcome.message}", err=outcome.code != 0)
-    sys.exit(outcome.code)
+        click.echo(f"{result.status}: {result.message}", err=result.code != 0)
+    sys.exit(result.code)
 
 
 def _dist_from_env(compiled):
@@ -321,9 +331,10 @@ def _dist_from_env(compiled):
     return from_environment(compiled)
 
 
-from specrun.cli.commands import new_command, plot_command, runs_command  # noqa: E402
+from specrun.cli.commands import export_command, new_command, plot_command, runs_command  # noqa: E402
 
 main.add_command(runs_command)
 main.add_command(plot_command)
+main.add_command(export_command)
 main.add_command(new_command)
 

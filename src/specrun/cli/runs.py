@@ -40,6 +40,7 @@ class RunInfo:
     duration_s: float | None = None
     message: str = ""
     profile: str | None = None
+    overrides: list = field(default_factory=list)  # the --set options the run was started with
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -180,7 +181,9 @@ def read_run(run_dir: Path) -> RunInfo:
         started=started,
         duration_s=duration,
         message=_message(status, state),
-        profile=plan.get("profile"),
+        profile=plan.get("profile") if isinstance(plan.get("profile"), str) else None,
+        overrides=[o for o in plan.get("overrides") or [] if isinstance(o, str)]
+        if isinstance(plan.get("overrides"), list) else [],
     )
 
 
@@ -281,7 +284,13 @@ def format_value(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-COLUMNS = ("spec", "run", "status", "step", "phase", "best", "started", "duration")
+COLUMNS = ("spec", "run", "profile", "overrides", "status", "step", "phase", "best", "started", "duration")
+OVERRIDES_WIDTH = 40  # a long --set list is cut in the table; --json has it whole
+
+
+def _overrides_cell(overrides: list) -> str:
+    text = ",".join(overrides) or "-"
+    return text if len(text) <= OVERRIDES_WIDTH else text[: OVERRIDES_WIDTH - 3] + "..."
 
 
 def table_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
@@ -293,7 +302,7 @@ def table_rows(runs: list[RunInfo]) -> list[tuple[str, ...]]:
         if r.best and r.best.step is not None:
             best += f" @{r.best.step}"
         started = datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else "-"
-        rows.append((r.spec, r.run_id, r.status, "-" if r.step is None else str(r.step), phase, best,
+        rows.append((r.spec, r.run_id, r.profile or "-", _overrides_cell(r.overrides), r.status, "-" if r.step is None else str(r.step), phase, best,
                      started, format_duration(r.duration_s)))
     return rows
 

@@ -20,6 +20,7 @@ from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
 from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, read_status, runs_root
 from specrun.engine.sinks import open_log_sinks
 from specrun.engine.sinks.base import SinkUnavailable
+from specrun.engine.sinks.callback import Callback
 from specrun.engine.sinks.csv import MetricsCsv, spec_csv
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.state import ResumeRefused, restore
@@ -36,6 +37,7 @@ class Options:
     quiet: bool = False
     runs_base: str = "runs"
     profile_trace: bool = False  # --profile-trace: torch.profiler regardless of the spec
+    on_metrics: object = None  # callable(row: dict) for each metrics row (the Python API's callback)
 
 
 class SpecChanged(RuntimeError):
@@ -183,6 +185,8 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
             run_dir.sinks.add(MetricsCsv(CsvLog(run_dir.path / "metrics.csv", metric_columns(run))))
             if (extra := spec_csv(run)) is not None:
                 run_dir.sinks.add(extra)
+            if opts.on_metrics is not None:
+                run_dir.sinks.add(Callback(opts.on_metrics))
         run_dir.set_status(status="running", spec=plan.name, started=read_status(run_dir.path).get("started")
                            or __import__("time").time(), step=run.counters.step,
                            phases=run.curriculum.phase_names(), segment=run.counters.segment)
@@ -215,6 +219,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
                            phases=run.curriculum.phase_names() if run else {})
         run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
     run_dir.sinks.close()
+    outcome.run_dir = str(run_dir.path)
     return outcome
 
 

@@ -43,6 +43,7 @@ class Outcome:
     code: int
     message: str
     step: int
+    run_dir: str | None = None  # filled in by execute once the run has a directory
 
 
 class Interrupt:

@@ -75,7 +75,7 @@ def _profile_of(run: Path) -> str | None:
 def versions() -> dict:
     import torch
 
-    from specrun import __version__
+    from specrun._version import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__, "specrun": __version__}
 

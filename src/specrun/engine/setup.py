@@ -104,6 +104,11 @@ def _factory(plan: Plan, kind: str):
                          f"from this install") from None
 
 
+def component_factory(plan: Plan, kind: str):
+    """The factory of the plan's ``kind`` component, as a run builds it (export rebuilds models with it)."""
+    return _factory(plan, kind)
+
+
 def _all_gates(plan: Plan):
     st = plan.settings
     gates = [p.promote for a in plan.axes for p in a.phases if p.promote]

@@ -113,6 +113,7 @@ def snapshot(run: Run) -> dict:
         "best_value": run.best_value,
         "expectations_checked": sorted(run.expectations_checked),
         "optimizer_type": run.plan.components["optimizer"]["type"],
+        "model_info": run.task.model_info(),  # the shapes the model was built for: export rebuilds it
         "rng": rng_state(),
     }
     if run.precision.scaler is not None:

@@ -45,6 +45,7 @@ class Spec:
     profile: str | None = None
     overrides: tuple[str, ...] = ()
     sources: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # W-code Diagnostics: settings that never take effect
 
     @property
     def hash(self) -> str:
@@ -859,18 +860,31 @@ def check(doc: s.Document, profile: str | None = None, overrides: tuple[str, ...
     diags = _diagnose(loc)
     if diags:
         raise SpecError(diags, sources)
-    return Spec(loc.data.get("spec"), loc.data, loc, doc.path, profile, tuple(overrides), sources)
+    return Spec(loc.data.get("spec"), loc.data, loc, doc.path, profile, tuple(overrides), sources,
+                _warnings(loc))
+
+
+def _warnings(loc: Located) -> list[Diagnostic]:
+    from specrun.spec.lint import warnings
+
+    return warnings(loc)
 
 
 def check_all_profiles(doc: s.Document) -> list[Diagnostic]:
     """What ``validate`` reports: the file itself, then each profile applied to it."""
     loc = locate(doc)
     diags = _diagnose(loc)
+    warned = _warnings(loc) if not diags else []
     for name, prof in loc.profiles.items():
         variant = locate(doc)
         apply_overrides(variant, prof.statements, f"profile {name}")
-        diags += _diagnose(variant)
-    return _dedupe(diags)
+        errors = _diagnose(variant)
+        diags += errors
+        if not errors:  # a warning only this profile causes says so
+            seen = {(w.code, w.span, w.message) for w in warned}
+            warned += [Diagnostic(w.code, f"{w.message} (with profile {name})", w.span, w.hint)
+                       for w in _warnings(variant) if (w.code, w.span, w.message) not in seen]
+    return _dedupe(diags + warned)
 
 
 def load(path: str, profile: str | None = None, overrides: tuple[str, ...] = ()) -> Spec:

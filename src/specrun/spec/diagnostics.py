@@ -47,6 +47,11 @@ CODES = {
     "E502": "malformed --set",
     "E600": "settings contradict each other",
     "E900": "cannot read file",
+    # Warnings: valid settings that can never take effect. They fail `validate` only with --strict.
+    "W100": "gate cannot hold before the run ends",
+    "W101": "expectation judged after the run ends",
+    "W102": "interval longer than the run",
+    "W103": "input file not found",
 }
 
 
@@ -56,6 +61,11 @@ class Diagnostic:
     message: str
     span: Span
     hint: str | None = None
+
+    @property
+    def severity(self) -> str:
+        """``warning`` for W codes (a setting that can never take effect), else ``error``."""
+        return "warning" if self.code.startswith("W") else "error"
 
     def sort_key(self):
         return (self.span.path, self.span.line, self.span.col, self.code, self.message)
@@ -69,8 +79,8 @@ class SpecError(Exception):
         self.sources = dict(sources or {})
         super().__init__(self.diagnostics[0].message if self.diagnostics else "invalid spec")
 
-    def render(self, fmt: str = "text") -> str:
-        return render(self.diagnostics, self.sources, fmt)
+    def render(self, fmt: str = "text", colour: bool = False) -> str:
+        return render(self.diagnostics, self.sources, fmt, colour)
 
 
 def _excerpt(diag: Diagnostic, sources: dict[str, str]) -> list[str]:
@@ -99,11 +109,15 @@ def _excerpt(diag: Diagnostic, sources: dict[str, str]) -> list[str]:
     return [f" {gutter} | {printable}".rstrip(), f" {pad} | {' ' * (col - 1)}{'^' * width}"]
 
 
-def render_text(diag: Diagnostic, sources: dict[str, str]) -> str:
-    out = [f"{diag.span}: error[{diag.code}]: {diag.message}"]
+COLOURS = {"error": "\x1b[1;31m", "warning": "\x1b[1;33m", "hint": "\x1b[36m", "reset": "\x1b[0m"}
+
+
+def render_text(diag: Diagnostic, sources: dict[str, str], colour: bool = False) -> str:
+    paint = (lambda text, what: f"{COLOURS[what]}{text}{COLOURS['reset']}") if colour else (lambda text, what: text)
+    out = [f"{diag.span}: {paint(f'{diag.severity}[{diag.code}]', diag.severity)}: {diag.message}"]
     out += _excerpt(diag, sources)
     if diag.hint:
-        out.append(f"  = hint: {diag.hint}")
+        out.append(f"  = {paint('hint', 'hint')}: {diag.hint}")
     return "\n".join(out)
 
 
@@ -111,14 +125,14 @@ def _github_escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def render(diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str = "text") -> str:
+def render(diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str = "text", colour: bool = False) -> str:
     if fmt == "json":
         return json.dumps(
             [
                 {
                     "path": d.span.path, "line": d.span.line, "col": d.span.col,
                     "end_line": d.span.end_line, "end_col": d.span.end_col,
-                    "code": d.code, "message": d.message, "hint": d.hint,
+                    "code": d.code, "severity": d.severity, "message": d.message, "hint": d.hint,
                 }
                 for d in diagnostics
             ],
@@ -126,12 +140,12 @@ def render(diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str = "t
         )
     if fmt == "github":
         return "\n".join(
-            f"::error file={d.span.path},line={d.span.line},col={d.span.col},"
+            f"::{d.severity} file={d.span.path},line={d.span.line},col={d.span.col},"
             f"endLine={d.span.end_line},endColumn={d.span.end_col},title={d.code}::"
             + _github_escape(d.message + (f" (hint: {d.hint})" if d.hint else ""))
             for d in diagnostics
         )
-    return "\n\n".join(render_text(d, sources) for d in diagnostics)
+    return "\n\n".join(render_text(d, sources, colour) for d in diagnostics)
 
 
 def did_you_mean(word: str, options) -> str | None:
