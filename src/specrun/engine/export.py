@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from specrun.components.api import Context
-from specrun.engine.checkpoint import Checkpointer, CheckpointError, file_crc32, load_file
+from specrun.engine.checkpoint import Checkpointer
+from specrun.engine.store import CheckpointError
 from specrun.engine.curriculum import Curriculum
 from specrun.engine.setup import SetupError, component_factory
 from specrun.plan import Plan, build_plan
@@ -115,18 +116,12 @@ def _checkpoint_entry(ck: Checkpointer, which: str, run_dir: Path) -> dict:
 
 
 def _read_checkpoint(ck: Checkpointer, entry: dict) -> tuple[dict, Path]:
+    """The checkpoint's state, its size and CRC-32 checked against the index by the store."""
     path = ck.dir / entry["file"]
     try:
-        if path.stat().st_size != entry["bytes"]:
-            raise ExportError(f"{path} is truncated ({path.stat().st_size} of {entry['bytes']} bytes)")
-    except OSError as exc:
-        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if "crc32" in entry and file_crc32(path) != entry["crc32"]:
-        raise ExportError(f"{path}'s contents changed since it was written (CRC-32 mismatch)")
-    try:
-        state = load_file(path)
-    except CheckpointError as exc:
-        raise ExportError(str(exc)) from None
+        state = ck.store.load(entry["file"], entry)
+    except (CheckpointError, OSError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ExportError(f"{path} holds no model weights")
     return state, path
