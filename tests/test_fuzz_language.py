@@ -55,7 +55,7 @@ def assert_sane(raw: bytes):
         assert d.span.path == "fuzz.train"
         assert 1 <= d.span.line <= len(lines), (d, len(lines))
         assert 1 <= d.span.col <= len(lines[d.span.line - 1]) + 1, (d, lines[d.span.line - 1])
-        assert d.code.startswith("E") and d.message
+        assert d.code[0] in "EW" and d.message
     if diagnostics:
         for fmt in ("text", "json", "github"):
             render(diagnostics, {"fuzz.train": text}, fmt)
