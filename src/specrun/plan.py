@@ -16,9 +16,10 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 from specrun.spec import catalog as cat
-from specrun.spec.check import Spec, component_params, spec_schema
-from specrun.spec.values import to_json
-from specrun.spec.values import Gate, IntRange, Qty
+from specrun.spec.check import Spec
+from specrun.spec.rules import component_params
+from specrun.spec.schema import spec_schema
+from specrun.spec.values import Gate, IntRange, Qty, to_json
 
 
 @dataclass

@@ -23,7 +23,6 @@ from specrun.spec import syntax as s
 from specrun.spec.printer import format_expr
 from specrun.spec.units import BYTE_UNITS, TIME_UNITS
 
-
 CONTEXT_NAMES = {
     "step": "optimizer steps taken",
     "epoch": "epochs completed (fractional)",

@@ -17,11 +17,16 @@ from functools import lru_cache
 from pathlib import Path
 
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 
+from specrun.resources import resource_dir
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, SpecError
-from specrun.resources import resource_dir
 
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 64  # brackets, blocks and expression nesting

@@ -6,7 +6,6 @@ from __future__ import annotations
 from specrun.spec import syntax as s
 from specrun.spec.units import BYTE_UNITS, TIME_UNITS
 
-
 # ---- leaves ------------------------------------------------------------------------
 
 def quantity_text(number_text: str, unit: str) -> str:

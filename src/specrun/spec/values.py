@@ -16,7 +16,6 @@ from specrun.spec.printer import format_expr
 from specrun.spec.units import BYTE_UNITS, SPAN_UNITS, TIME_UNITS
 
 
-
 @dataclass(frozen=True)
 class Qty:
     value: int | float

@@ -1,0 +1,124 @@
+"""overrides: profile statements and ``--set`` options applied to located data.
+
+They are applied before anything is checked, recording their own spans
+(``<--set N>``, ``profile smoke``), so they are checked exactly like the file
+and errors point at them.
+"""
+
+from __future__ import annotations
+
+from specrun.spec import syntax as s
+from specrun.spec.diagnostics import Diagnostic, SpecError, did_you_mean
+from specrun.spec.document import (
+    COLLECTIONS,
+    PHASE_TARGETS,
+    Located,
+    assign,
+    fill,
+    merge,
+)
+from specrun.spec.parse import parse_statements
+from specrun.spec.values import Gate
+
+# ---- overrides ---------------------------------------------------------------------------
+
+def apply_overrides(loc: Located, statements, origin: str) -> None:
+    """Apply profile or --set statements to ``loc`` in place, recording their spans."""
+    for st in statements:
+        if isinstance(st, s.Expect):
+            entries = loc.data.setdefault("expect", [])
+            path = ("expect", len(entries))
+            entries.append({"expr": Gate(st.expr)} | ({"by": _plain(st.by)} if st.by else {}))
+            loc.spans[path] = loc.key_spans[path] = st.span
+            continue
+        target = _resolve_path(loc, st, origin)
+        if target is None:
+            continue
+        base, key = target
+        tmp = Located({}, path=loc.path)
+        fill(tmp, tmp.data, base, (s.Setting(key, st.key_span, st.value, st.block, st.gate, st.span),),
+              in_phase=False)
+        loc.diagnostics += tmp.diagnostics
+        loc.spans.update(tmp.spans)
+        loc.key_spans.update(tmp.key_spans)
+        loc.value_spans.update(tmp.value_spans)
+        node = loc.data
+        for part in base:
+            node = node[part]
+        for k, v in tmp.data.items():
+            if isinstance(v, dict) and isinstance(node.get(k), dict):
+                merge(node[k], v)  # a block in an override merges into the block it overrides
+            else:
+                assign(loc, node, base, (k,), v, st.span, st.key_span, override=True)
+
+
+def _plain(value):
+    from specrun.spec.values import plain
+
+    return plain(value)
+
+
+def _resolve_path(loc: Located, st: s.Setting, origin: str):
+    """Split an override's dotted key into (resolved base path, remaining key)."""
+    node, base = loc.data, ()
+    parts = list(st.key)
+    while len(parts) > 1:
+        part = parts[0]
+        if isinstance(node, dict) and part in node and isinstance(node[part], (dict, list)):
+            node, base = node[part], base + (part,)
+            parts.pop(0)
+            continue
+        if isinstance(node, dict) and any(c in node for c in COLLECTIONS.values()):
+            coll = "phases" if "phases" in node else "axes"
+            names = [e.get("name") for e in node[coll]]
+            if part in names:
+                i = names.index(part)
+                node, base = node[coll][i], base + (coll, i)
+                parts.pop(0)
+                if coll == "phases" and parts[0] in PHASE_TARGETS:
+                    node = node.setdefault("set", {})
+                    base = base + ("set",)
+                continue
+            kind = "phase" if coll == "phases" else "axis"
+            loc.diagnostics.append(Diagnostic(
+                "E500", f"{origin} targets no setting: there is no {kind} '{part}'", st.key_span,
+                did_you_mean(part, names) or f"{kind}s: {', '.join(names)}"))
+            return None
+        if isinstance(node, dict) and part not in node:
+            break  # a new block: create it below, the schema judges whether it may exist
+        loc.diagnostics.append(Diagnostic(
+            "E500", f"{origin} targets no setting: '{'.'.join(st.key)}' goes through a value",
+            st.key_span))
+        return None
+    return base, tuple(parts)
+
+
+def parse_set(option: str, index: int) -> s.Statement | Diagnostic:
+    """``path=value`` from the command line -> a statement spanned at ``<--set N>``."""
+    origin = f"<--set {index}>"
+    key, eq, value = option.partition("=")
+    if not eq or not key.strip():
+        return Diagnostic("E502", f"--set expects path=value, got {option!r}", s.Span(origin, 1, 1, 1, 2),
+                          "e.g. --set optimizer.lr=3e-4")
+    if not value.strip():
+        return Diagnostic("E502", f"--set {key.strip()}= has no value", s.Span(origin, 1, len(key) + 1,
+                                                                                  1, len(key) + 2),
+                          f"e.g. --set {key.strip()}=VALUE; a list is [a, b], a string \"in quotes\"")
+    text = f"{key} {value}"  # same length, so columns in messages match what was typed
+    try:
+        items = parse_statements(text, origin)
+    except SpecError as err:
+        diag = err.diagnostics[0]
+        raw = value.strip()
+        if ";" in value or (diag.hint and diag.hint.startswith("one setting per line")):
+            diag = Diagnostic(diag.code, diag.message, diag.span,
+                              "--set takes one PATH=VALUE: quote the value if it has spaces, "
+                              "repeat --set for another setting")
+        elif diag.code == "E100" and not raw.startswith(('"', "[", "{")):
+            diag = Diagnostic(diag.code, diag.message, diag.span,
+                              f'a string value goes in double quotes: --set \'{key.strip()}="{raw}"\'')
+        return diag
+    if len(items) != 1 or not isinstance(items[0], s.Setting):
+        return Diagnostic("E502", f"--set takes exactly one setting, got {option!r}", s.Span(origin, 1, 1, 1, 2),
+                          "repeat --set for each setting")
+    return items[0]
