@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from specrun.engine.loop import _clip, _micro_step, _optimizer_step
+from specrun.engine.readout import Readout
 
 from .conftest import csv_rows, make_run, params_copy, run_inproc, write_spec
 
@@ -35,7 +36,9 @@ def _one_step(tmp_path, clip):
     before = params_copy(run.model)
     pre_clip = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
     norm = _clip(run, run.plan.settings.get("clip_grad_norm"))
-    stepped = _optimizer_step(run, bool(torch.isfinite(norm)))
+    nonfinite = Readout(norm.device).nonfinite(norm, norm)
+    _optimizer_step(run, nonfinite)
+    stepped = not nonfinite.item()
     after = params_copy(run.model)
     delta = {n: after[n] - before[n] for n in before}
     return stepped, float(norm), pre_clip, grads, delta

@@ -9,6 +9,8 @@ import specrun.engine.loop as loop
 from specrun.cli import main
 from specrun.components.builtin import RuleClassification
 
+from specrun.engine.readout import Readout
+
 from .conftest import csv_rows, events, make_run, params_copy, run_inproc, write_spec
 
 SPEC = """
@@ -46,11 +48,10 @@ def _record_steps(monkeypatch):
     calls = []
     original = loop._optimizer_step
 
-    def step(run, finite):
+    def step(run, nonfinite):
         before = params_copy(run.model)
-        stepped = original(run, finite)
-        calls.append((before, params_copy(run.model), stepped))
-        return stepped
+        original(run, nonfinite)
+        calls.append((before, params_copy(run.model), not nonfinite.item()))
 
     monkeypatch.setattr(loop, "_optimizer_step", step)
     return calls
@@ -65,13 +66,16 @@ def test_helpers_skip_a_nan_step_without_touching_weights(tmp_path):
     loss, _ = loop._micro_step(run, batch, 0.5)
     assert not torch.isfinite(loss)
     norm = loop._clip(run, 1.0)
-    stepped = loop._optimizer_step(run, bool(torch.isfinite(norm)))
-    assert stepped is False
+    nonfinite = Readout(norm.device).nonfinite(loss, norm)
+    assert nonfinite.item() == 1.0
+    loop._optimizer_step(run, nonfinite)  # fused AdamW: skipped on the device
     assert not torch.isfinite(norm)
     after = params_copy(run.model)
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert all(p.grad is None for p in run.model.parameters())  # the poisoned gradients are gone
-    assert run.optimizer.state_dict()["state"] == {}  # AdamW never stepped: no moments were updated
+    # AdamW never stepped: its step counts and moments are where a fresh optimizer's are
+    for state in run.optimizer.state_dict()["state"].values():
+        assert float(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
 
 
 def test_one_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):

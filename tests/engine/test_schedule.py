@@ -143,9 +143,9 @@ def test_each_step_uses_the_lr_of_its_index(tmp_path, monkeypatch):
     used = []
     original = loop._optimizer_step
 
-    def step(run, finite):
+    def step(run, nonfinite):
         used.append(run.optimizer.param_groups[0]["lr"])
-        return original(run, finite)
+        return original(run, nonfinite)
 
     monkeypatch.setattr(loop, "_optimizer_step", step)
     spec = write_spec(tmp_path, WARMUP_PCT.format(steps=12, warmup="25%"))

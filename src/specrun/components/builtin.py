@@ -100,12 +100,15 @@ def build_mlp(params: dict, info: dict, ctx: Context) -> MLP:
 
 
 def build_adamw(params: dict, model: nn.Module, ctx: Context) -> torch.optim.Optimizer:
-    on_cuda = getattr(ctx.device, "type", str(ctx.device)) == "cuda"
-    return torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=params["lr"], betas=tuple(params["betas"]), eps=params["eps"],
-        weight_decay=params["weight_decay"], fused=on_cuda or None,
-    )
+    # Fused wherever PyTorch has the kernel (CUDA, CPU, ...): one kernel per step, and it skips a
+    # non-finite step on the device (found_inf), so the loop never waits to decide.
+    args = dict(lr=params["lr"], betas=tuple(params["betas"]), eps=params["eps"],
+                weight_decay=params["weight_decay"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.AdamW(trainable, fused=True, **args)
+    except RuntimeError:  # a device (or dtype) without the fused kernel
+        return torch.optim.AdamW(trainable, **args)
 
 
 def build_sgd(params: dict, model: nn.Module, ctx: Context) -> torch.optim.Optimizer:

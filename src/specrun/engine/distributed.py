@@ -52,6 +52,7 @@ class Dist:
     local_rank: int
     device: object
     strategy: str
+    host_group: object = None  # a gloo group for host-side agreement; None: the default group is gloo
 
     def shard(self, model):
         """FSDP2: each repeated block, then the root, keeps only this rank's shard of its weights.
@@ -112,6 +113,21 @@ class Dist:
                 td.all_reduce(p.grad)
                 p.grad.div_(self.world_size)
 
+    def any_rank(self, flag) -> None:
+        """A 0/1 device flag becomes 1 on every rank if it is 1 on any: an all-reduce on the
+        device, queued behind the step's kernels, not a host sync."""
+        import torch.distributed as td
+
+        td.all_reduce(flag, op=td.ReduceOp.MAX)
+
+    def mean_tensor(self, values):
+        """The mean across ranks of a tensor of numbers (one all-reduce)."""
+        import torch.distributed as td
+
+        values = values.to(self._comm_device())
+        td.all_reduce(values)
+        return values / self.world_size
+
     def all_agree(self, flag: bool) -> bool:
         """True only if every rank says True (a skip on one rank is a skip on all)."""
         import torch
@@ -122,22 +138,16 @@ class Dist:
         return bool(t.item())
 
     def first_signal(self, signum: int | None) -> int | None:
-        """The signal any rank received (the largest number wins), or None."""
+        """The signal any rank received (the largest number wins), or None.
+
+        Asked every step, over the host group (gloo, CPU tensors): a round trip between the
+        processes, never a wait for the GPU's queue to drain."""
         import torch
         import torch.distributed as td
 
-        t = torch.tensor([signum or 0], device=self._comm_device())
-        td.all_reduce(t, op=td.ReduceOp.MAX)
+        t = torch.tensor([signum or 0])
+        td.all_reduce(t, op=td.ReduceOp.MAX, group=self.host_group)
         return int(t.item()) or None
-
-    def mean_floats(self, values: dict[str, float]) -> dict[str, float]:
-        import torch
-        import torch.distributed as td
-
-        names = sorted(values)
-        t = torch.tensor([float(values[n]) for n in names], dtype=torch.float64, device=self._comm_device())
-        td.all_reduce(t)
-        return dict(zip(names, (t / self.world_size).tolist()))
 
     def mean(self, values: dict):
         import torch
@@ -185,4 +195,5 @@ def from_environment(plan: Plan) -> Dist | None:
         # A dead peer must end the run, not park the others in a collective for the default 30 minutes.
         td.init_process_group(backend=backend, timeout=timedelta(minutes=5))
     # FSDP2 (fully_shard) runs on CUDA with nccl and on the CPU with gloo alike.
-    return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"))
+    host_group = td.new_group(backend="gloo") if td.get_backend() != "gloo" else None
+    return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"), host_group)

@@ -4,15 +4,19 @@ Per step, in this order:
   1. forward/backward over ``accumulate`` micro-batches (loss / count; under
      nonfinite.scope micro_batch a NaN micro-batch is dropped alone; under DDP
      only the last one's backward all-reduces)
-  2. unscale (fp16), clip; the step's numbers to the host (the one device sync of a step)
-  3. optimizer and scheduler step unless something is non-finite, zero_grad(set_to_none=True)
-  4. train metrics into the gate history and the log window; did an epoch end?
+  2. unscale (fp16), clip; a device-side flag: is the loss or the gradient norm non-finite?
+  3. optimizer and scheduler step, skipped on the device when the flag is set (see
+     _optimizer_step), zero_grad(set_to_none=True); the step's numbers stay on the device
+  4. did an epoch end? Where something reads them (a log row, validation, checkpoint, a
+     gate on a train series), the pending steps' numbers come to the host in one transfer
+     and go, step by step, into the skip count, the gate history and the log window
   5. validation, best checkpoint
   6. gates: curriculum promotion, switches, expectations, early stop
   7. memory guard, and the epoch's peak memory
   8. log row, then checkpoint (a kill between them loses nothing)
   9. console
-Steps 5-9 happen on a skipped step too. An interrupt (SIGINT/SIGTERM) is honoured
+Steps 5-9 happen on a skipped step too. Nothing else waits for the device: a step
+where nothing is decided costs no host-device synchronisation. An interrupt (SIGINT/SIGTERM) is honoured
 between steps, never inside one.
 """
 
@@ -27,6 +31,7 @@ import torch
 from specrun.spec import expr as ex
 from specrun.engine.checkpoint import CheckpointError
 from specrun.engine.guard import GB, format_bytes, used_bytes
+from specrun.engine.readout import SKIP, Readout
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
 from specrun.engine.window import Window
@@ -145,23 +150,40 @@ def _clip(run: Run, clip: float | None) -> torch.Tensor:
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
-def _optimizer_step(run: Run, finite: bool) -> bool:
-    """Step unless the gradients are non-finite. Returns whether the weights moved."""
-    scaler = run.precision.scaler
+def skips_on_device(optimizer) -> bool:
+    """PyTorch's fused Adam/AdamW/SGD/Adagrad read a ``found_inf`` flag and skip on the device."""
+    return getattr(optimizer, "_step_supports_amp_scaling", False) and \
+        type(optimizer).__module__.startswith("torch.optim")
+
+
+def _optimizer_step(run: Run, nonfinite: torch.Tensor) -> None:
+    """Step unless ``nonfinite`` (a 0-dim 0/1 float tensor on the device) is set.
+
+    Without a host sync when the optimizer skips on the device (``skips_on_device``):
+    the update kernels leave weights, moments and step counts as they were. Any other
+    optimizer needs the decision on the host, which costs one sync per step.
+    """
+    opt, scaler = run.optimizer, run.precision.scaler
     if scaler is not None:
-        before = scaler.get_scale()
-        scaler.step(run.optimizer)  # skips by itself when the unscaled grads hold inf/nan
+        # Our flag joins the scaler's (set by unscale_ in _clip): a non-finite loss is skipped as
+        # an overflow is. The scaler then skips on the device (fused) or reads the flag itself.
+        for found in scaler._found_inf_per_device(opt).values():
+            torch.maximum(found, nonfinite.to(found.device), out=found)
+        scaler.step(opt)
         scaler.update()
-        stepped = finite and scaler.get_scale() >= before
-    else:
-        stepped = finite
-        if finite:
-            run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return stepped
+    elif skips_on_device(opt):
+        opt.grad_scale, opt.found_inf = None, nonfinite
+        try:
+            opt.step()
+        finally:
+            del opt.grad_scale, opt.found_inf
+    elif not nonfinite.item():  # a per-step decision: this optimizer cannot skip on the device
+        opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def _save(run: Run, kind: str) -> None:
+    read_back(run)  # counters, history and window as of this step
     state = snapshot(run)  # every rank: gathering FSDP shards is a collective
     if not run.main:
         return
@@ -225,6 +247,56 @@ def _best_improved(run: Run) -> bool:
     return False
 
 
+# ---- reading the device's numbers back ----------------------------------------------------
+
+def reads_train_series(run: Run) -> bool:
+    """Whether a gate evaluated on every step (curriculum, switch, stop, best checkpoint) reads a
+    train.* series: then the spec asks for a decision on every step's numbers, and the host
+    reads them every step. Expectations are judged once, at their `by` step (_reads_now)."""
+    from specrun.spec.expr import series_refs
+
+    plan = run.plan
+    gates = [p.promote for a in plan.axes for p in a.phases if p.promote] + [sw.gate for sw in plan.switches]
+    if plan.settings.get("stop") is not None:
+        gates.append(plan.settings["stop"])
+    best = (plan.settings["checkpoint"].get("best") or {}).get("metric", "")
+    return best.startswith("train.") or any(ref.startswith("train.") for g in gates for ref in series_refs(g.expr))
+
+
+def _reads_now(run: Run, step: int, epoch_done: int | None) -> bool:
+    """A log row, a validation (its row), a checkpoint or an expectation falls on this step."""
+    every = run.every
+    return _due(every, "log", step, epoch_done) or _due(every, "validation", step, epoch_done) \
+        or _due(every, "checkpoint", step, epoch_done) or any(
+            exp.get("by") is not None and step >= exp["by"] and i not in run.expectations_checked
+            for i, exp in enumerate(run.plan.settings.get("expect", [])))
+
+
+def read_back(run: Run) -> None:
+    """The pending steps' numbers to the host, replayed in order as the loop would have seen them:
+    skips counted (and too many in a row end the run), the rest into the gate history and the
+    log window."""
+    readout = getattr(run, "readout", None)
+    if readout is None or not len(readout):
+        return
+    c, max_skips = run.counters, run.plan.settings["nonfinite"]["max_consecutive"]
+    for step, lr, values in readout.read(run.dist):
+        values["lr"] = lr
+        if values.pop(SKIP):
+            c.skipped += 1
+            c.consecutive_skips += 1
+            run.dir.event("skip", step, loss=values["loss"], grad_norm=values["grad_norm"],
+                          consecutive=c.consecutive_skips)
+            if c.consecutive_skips >= max_skips:
+                raise RunFailed(f"{c.consecutive_skips} consecutive steps had non-finite loss or gradients "
+                                f"(nonfinite.max_consecutive is {max_skips}); last loss {values['loss']}")
+        else:  # a skipped step's numbers are not metrics
+            c.consecutive_skips = 0
+            run.history.record_all("train", values)
+            run.window.add(values)
+            run.last_values = values
+
+
 # ---- gates ----------------------------------------------------------------------------------
 
 def _gates(run: Run) -> str | None:
@@ -265,6 +337,7 @@ def _gates(run: Run) -> str | None:
 
 
 def _final_expectations(run: Run) -> None:
+    read_back(run)
     ctx = run.history.context
     for i, exp in enumerate(run.plan.settings.get("expect", [])):
         if exp.get("by") is not None and i not in run.expectations_checked:
@@ -349,7 +422,6 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
     st = run.plan.settings
     c = run.counters
     clip = st.get("clip_grad_norm")
-    max_skips = st["nonfinite"]["max_consecutive"]
     drop_micro = st["nonfinite"].get("scope") == "micro_batch"
     every = run.every
     scale = 1.0 / run.plan.accumulate  # gradients of the mean over the accumulated micro-batches
@@ -361,6 +433,8 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
     run.batches = run.task.train_batches(c.micro)
     run.train_model.train()
     window = run.window  # saved in checkpoints: a resumed run's first row averages what it would have
+    readout = run.readout = Readout(run.ctx.device)
+    run.reads_every_step = reads_train_series(run)
     key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
     epoch_seen = c.micro // run.per_epoch if run.per_epoch else 0
 
@@ -397,43 +471,34 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
         if losses and len(losses) < run.plan.accumulate:
             _rescale_grads(run, run.plan.accumulate / len(losses))  # the mean over the kept ones
 
-        # 2. unscale and clip; the step's numbers to the host (the one sync of a step)
+        # 2. unscale and clip; is anything non-finite? (a flag on the device, not a host sync)
         norm = _clip(run, clip)
         if not losses:  # every micro-batch was dropped: the step is skipped below
             losses = [torch.tensor(float("nan"), device=run.ctx.device)]
         loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         if len(losses) > 1:
             metric_sums = {k: v / len(losses) for k, v in metric_sums.items()}
-        values = _to_host({"loss": loss, "grad_norm": norm, **metric_sums})
-        finite = math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])
+        nonfinite = readout.nonfinite(loss, norm)
         if run.dist is not None:
-            finite = run.dist.all_agree(finite)  # a skip on one rank is a skip on all, or DDP hangs
-            values = run.dist.mean_floats(values)
+            run.dist.any_rank(nonfinite)  # a skip on one rank is a skip on all, or DDP hangs
 
         # 3. optimizer and scheduler step (a non-finite step is skipped, not applied)
-        stepped = _optimizer_step(run, finite)
-        values["lr"] = run.optimizer.param_groups[0]["lr"]  # the LR this step used
+        _optimizer_step(run, nonfinite)
+        lr = run.optimizer.param_groups[0]["lr"]  # the LR this step used
         if run.lr_changes:
             run.scheduler.step()
         c.step += 1
         if run.profiler_step is not None:
             run.profiler_step()
-        if not stepped:
-            c.skipped += 1
-            c.consecutive_skips += 1
-            run.dir.event("skip", c.step, loss=values["loss"], grad_norm=values["grad_norm"],
-                          consecutive=c.consecutive_skips)
-            if c.consecutive_skips >= max_skips:
-                raise RunFailed(f"{c.consecutive_skips} consecutive steps had non-finite loss or gradients "
-                                f"(nonfinite.max_consecutive is {max_skips}); last loss {values['loss']}")
-        else:  # a skipped step's numbers are not metrics; what is due at this step still happens
-            c.consecutive_skips = 0
-            run.history.record_all("train", values)
-            window.add(values)
-        # 4. did this step complete an epoch? (what `every N epochs` waits for)
+        readout.add(c.step, lr, {"loss": loss, "grad_norm": norm, SKIP: nonfinite, **metric_sums})
+
+        # 4. did this step complete an epoch? (what `every N epochs` waits for) Does anything
+        # read this step's numbers? Then the host gets them (all pending steps' at once).
         epoch_done = None
         if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
             epoch_done = epoch_seen = c.micro // run.per_epoch
+        if run.reads_every_step or _reads_now(run, c.step, epoch_done):
+            read_back(run)
 
         # 5. validation (before the gates, so they read this step's val metrics)
         val = None
@@ -465,9 +530,10 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
             _save(run, "regular")
 
         # 9. console
+        values = run.last_values  # of the last step the host has read: the console waits for nothing
         phase = "/".join(run.curriculum.phase_names().values()) or "train"
         run.console.progress(phase, c.step, run.total_steps, window.steps / max(
-            time.perf_counter() - window.started, 1e-9), values["loss"],
+            time.perf_counter() - window.started, 1e-9), values.get("loss"),
             (key_metric, values[key_metric[6:]]) if key_metric and key_metric[6:] in values else None)
         if stop_reason:
             _final_expectations(run)
@@ -480,6 +546,7 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
 
 
 def _finish(run: Run, window: Window) -> None:
+    read_back(run)
     if window.count:
         _log_row(run, window, None)
     _save(run, "final")

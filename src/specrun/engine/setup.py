@@ -79,6 +79,9 @@ class Run:
     metrics_every_step: bool = True  # a gate reads a train.* series other than loss/grad_norm/lr
     lr_changes: bool = True  # False for a constant schedule without warmup: no scheduler step needed
     profiler_step: object = None  # torch.profiler's step() while a trace is being recorded
+    readout: object = None  # readout.Readout: the steps' numbers still on the device
+    reads_every_step: bool = False  # a per-step gate reads a train series: the host reads every step
+    last_values: dict = field(default_factory=dict)  # the last step's numbers the host read (console)
 
     @property
     def base_lr(self) -> float:

@@ -1,0 +1,55 @@
+"""The step's numbers stay on the device until something reads them.
+
+Each step leaves its loss, gradient norm and skip flag (and the task's metrics on the
+steps that compute them) here as device tensors. ``read`` brings every pending step to
+the host in one transfer, and across ranks in one all-reduce, at the steps where
+something is decided: a log row, a validation, a checkpoint, a gate that reads a train
+series, the end. Between those steps the loop never waits for the device.
+
+The non-finite check is on the device too: ``nonfinite`` is 1.0 when the step's loss or
+gradient norm is NaN or infinite, and an optimizer that takes PyTorch's ``found_inf``
+(the fused Adam/AdamW/SGD kernels) skips its update on the device by itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SKIP = "_skip"  # the key of the non-finite flag among a step's pending values
+
+
+class Readout:
+    def __init__(self, device: torch.device):
+        self.pending: list[tuple[int, float, list[str], list[torch.Tensor]]] = []  # step, lr, names, values
+        self._one = torch.ones((), device=device)
+
+    def nonfinite(self, loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """1.0 (float, on the device) if the loss or the gradient norm is NaN or infinite, else 0.0.
+
+        GradScaler's own check: one kernel for both values, writing a fresh flag. It also
+        multiplies them by one, which leaves every value (NaN and inf included) as it was.
+        """
+        found = torch.zeros((), device=self._one.device)
+        torch._amp_foreach_non_finite_check_and_unscale_([loss.float(), norm.float()], found, self._one)
+        return found
+
+    def add(self, step: int, lr: float, values: dict[str, torch.Tensor]) -> None:
+        self.pending.append((step, lr, list(values), list(values.values())))
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def read(self, dist=None) -> list[tuple[int, float, dict[str, float]]]:
+        """Every pending step's numbers on the host, oldest first (means across ranks), and clear."""
+        if not self.pending:
+            return []
+        flat = torch.stack([v.detach().reshape(()).float() for _, _, _, values in self.pending for v in values])
+        if dist is not None:
+            flat = dist.mean_tensor(flat)  # the skip flags agree already: their mean is the flag
+        numbers = flat.tolist()  # the one device->host transfer
+        out, at = [], 0
+        for step, lr, names, values in self.pending:
+            out.append((step, lr, dict(zip(names, numbers[at:at + len(values)]))))
+            at += len(values)
+        self.pending = []
+        return out
