@@ -128,6 +128,11 @@ class Dist:
         td.all_reduce(values)
         return values / self.world_size
 
+    def barrier(self) -> None:
+        import torch.distributed as td
+
+        td.barrier(group=self.host_group)
+
     def all_agree(self, flag: bool) -> bool:
         """True only if every rank says True (a skip on one rank is a skip on all)."""
         import torch

@@ -162,6 +162,8 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     console = Console(quiet=opts.quiet, enabled=main)
     try:
         run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
+        if dist is not None:  # every rank chooses before rank 0 creates: else a late rank finds a "run"
+            dist.barrier()
         if not (run_dir.path / "plan.json").exists():
             run_dir.create(format_data(spec_data), plan.to_json())
     except SpecChanged as exc:
