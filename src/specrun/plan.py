@@ -59,6 +59,9 @@ class Plan:
     profile: str | None = None
     overrides: tuple = ()
     source: str = ""
+    # A sweep's trial (set by `specrun sweep`): {"sweep", "number", "objective": metric,
+    # "prune": Gate or None}. The engine records what it reads and the sweep's watch decides.
+    trial: dict | None = None
 
     # -- conveniences the engine and `specrun plan` read -------------------------------
 
@@ -96,6 +99,8 @@ class Plan:
             "estimates": self.estimates,
             "resolved": self.resolved,
         }
+        if self.trial is not None:
+            out["trial"] = self.trial
         return to_json(out)
 
 

@@ -338,3 +338,7 @@ main.add_command(plot_command)
 main.add_command(export_command)
 main.add_command(new_command)
 
+from specrun.cli.sweep import sweep_command  # noqa: E402
+
+main.add_command(sweep_command)
+

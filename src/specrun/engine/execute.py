@@ -38,6 +38,7 @@ class Options:
     runs_base: str = "runs"
     profile_trace: bool = False  # --profile-trace: torch.profiler regardless of the spec
     on_metrics: object = None  # callable(row: dict) for each metrics row (the Python API's callback)
+    watch: object = None  # watch(run) -> why to stop here, or None: a sweep's pruning (loop.train)
 
 
 class SpecChanged(RuntimeError):
@@ -193,7 +194,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
                            or __import__("time").time(), step=run.counters.step,
                            phases=run.curriculum.phase_names(), segment=run.counters.segment)
         run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
-        outcome = _with_profiler(run, opts, lambda: train(run, interrupt))
+        outcome = _with_profiler(run, opts, lambda: train(run, interrupt, opts.watch))
     except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, SinkUnavailable,
             Unsupported) as exc:
         outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)

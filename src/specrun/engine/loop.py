@@ -44,7 +44,7 @@ class RunFailed(RuntimeError):
 
 @dataclass
 class Outcome:
-    status: str  # finished / failed / interrupted
+    status: str  # finished / pruned / failed / interrupted
     code: int
     message: str
     step: int
@@ -418,7 +418,10 @@ def _peak_rss() -> int:
 
 # ---- the loop -------------------------------------------------------------------------------------
 
-def train(run: Run, interrupt: Interrupt) -> Outcome:
+def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
+    """Run to the end, a stop gate, a failure or an interrupt. ``watch(run)``, when given,
+    is asked after each step's gates whether to stop here (a sweep's pruning): it returns
+    the reason, and the run ends ``pruned``."""
     st = run.plan.settings
     c = run.counters
     clip = st.get("clip_grad_norm")
@@ -509,6 +512,7 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
 
         # 6. gates: once per step, so at most one promotion per axis per step
         stop_reason = _gates(run)
+        pruned = watch(run) if watch is not None and stop_reason is None else None
 
         # 7. memory guard
         if _due(every, "memory", c.step, epoch_done) and run.guard.active:
@@ -535,6 +539,9 @@ def train(run: Run, interrupt: Interrupt) -> Outcome:
         run.console.progress(phase, c.step, run.total_steps, window.steps / max(
             time.perf_counter() - window.started, 1e-9), values.get("loss"),
             (key_metric, values[key_metric[6:]]) if key_metric and key_metric[6:] in values else None)
+        if pruned:  # a trial given up early is not judged by the run's end-of-run expectations
+            _finish(run, window)
+            return Outcome("pruned", 0, pruned, c.step)
         if stop_reason:
             _final_expectations(run)
             _finish(run, window)

@@ -119,6 +119,8 @@ def _all_gates(plan: Plan):
     gates += [e["expr"] for e in st.get("expect", [])]
     if st.get("stop"):
         gates.append(st["stop"])
+    if plan.trial and plan.trial.get("prune"):
+        gates.append(plan.trial["prune"])  # a sweep's prune gate reads the run's history like any gate
     return gates
 
 
@@ -204,6 +206,8 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         best = ck.get("best") or {}
         if best:
             needs[0].setdefault(best["metric"], 1)  # the best checkpoint reads its metric's history
+        if plan.trial:
+            needs[0].setdefault(plan.trial["objective"], 1)  # a sweep reports its objective as it goes
         checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck, repair=run_dir.main)
         guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
         every = _resolve_every(plan, total, steps_per_epoch)

@@ -1,0 +1,246 @@
+"""`specrun sweep`: trials as run directories, pruning, resuming, workers sharing a study.
+
+Most tests run the command in this process on a tiny spec; the slow ones start worker
+processes (`--jobs`) and kill a sweep with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from specrun.cli import main
+from specrun.engine.console import Console
+from specrun.spec.parse import parse
+from specrun.sweep import layout
+from tests.engine.conftest import FAST_SPEC, env, events, specrun_cmd, write_spec
+
+optuna = pytest.importorskip("optuna")  # in the dev extra: CI has it
+
+SWEPT = FAST_SPEC + """validation {
+  every 4 steps
+  batches 2
+}
+sweep {
+  minimize val.loss
+  trials 3
+  optimizer.lr log 1e-3..1e-1
+  model.width [8, 16]
+}
+"""
+
+
+def _sweep(tmp_path, *args, text=SWEPT):
+    spec = write_spec(tmp_path, text)
+    result = CliRunner().invoke(main, ["sweep", str(spec), "--base", str(tmp_path / "runs"), *args])
+    return result
+
+
+def _trials(tmp_path, name="sweep") -> list[dict]:
+    folder = layout.sweep_dir(tmp_path / "runs", "fast_test", name)
+    return [layout.read_trial(p) | {"dir": p} for p in layout.trial_dirs(folder)]
+
+
+def _study(tmp_path, name="sweep"):
+    folder = layout.sweep_dir(tmp_path / "runs", "fast_test", name)
+    return optuna.load_study(study_name=f"fast_test.{name}", storage=layout.default_storage(folder))
+
+
+def test_a_sweep_runs_its_budget_each_trial_a_run_named_by_its_settings(tmp_path):
+    result = _sweep(tmp_path)
+    assert result.exit_code == 0, result.output
+    trials = _trials(tmp_path)
+    assert [t["number"] for t in trials] == [0, 1, 2]
+    for t in trials:
+        assert t["state"] == "finished" and isinstance(t["objective"], float)
+        lr, width = t["params"]["optimizer.lr"], t["params"]["model.width"]
+        assert t["dir"].name == f"{t['number']:03d}-lr={lr:.3g}-width={width}"
+        # a normal run directory: its spec is the spec with the trial's values, and nothing of the sweep
+        spec_text = (t["dir"] / "spec.train").read_text()
+        assert f"lr {lr!r}" in spec_text and f"width {width}" in spec_text and "sweep" not in spec_text
+        assert json.loads((t["dir"] / "run.json").read_text())["status"] == "finished"
+        plan = json.loads((t["dir"] / "plan.json").read_text())
+        assert plan["trial"] == {"sweep": "sweep", "number": t["number"], "objective": "val.loss", "prune": None}
+        # the objective is the trial's last validation
+        last = [e for e in events(t["dir"], "validation")][-1]
+        assert t["objective"] == pytest.approx(last["metrics"]["loss"])
+    best = min(trials, key=lambda t: t["objective"])
+    flags = f"--set optimizer.lr={best['params']['optimizer.lr']!r} --set model.width={best['params']['model.width']}"
+    assert flags in result.output and f"best: trial {best['number']}," in result.output
+    assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE"] * 3
+
+
+def test_summary_prints_the_best_settings_as_set_flags(tmp_path):
+    assert _sweep(tmp_path).exit_code == 0
+    again = _sweep(tmp_path, "--summary")
+    assert again.exit_code == 0, again.output
+    best = min(_trials(tmp_path), key=lambda t: t["objective"])
+    lines = again.output.splitlines()
+    assert lines[0] == "3 trials (budget 3): 3 finished"
+    assert lines[-1] == " ".join(f"--set {k}={v!r}" for k, v in best["params"].items())
+    # the flags reproduce the trial: the spec with them is the trial's spec
+    import shlex
+
+    from specrun.spec.check import load
+    from specrun.spec.fmt import format_data
+
+    sets = tuple(shlex.split(lines[-1])[1::2])
+    data = {k: v for k, v in load(str(tmp_path / "spec.train"), None, sets).data.items() if k != "sweep"}
+    trial_spec = parse((best["dir"] / "spec.train").read_text(), "spec.train")
+    from specrun.spec.check import check
+
+    assert check(trial_spec).data == {**data, "checkpoint": {**data["checkpoint"], "resume": "latest"}}
+    assert format_data(data)  # writable as a spec
+
+
+def test_a_prune_gate_stops_a_trial_and_marks_it_pruned(tmp_path):
+    text = SWEPT.replace("  trials 3\n", "  trials 2\n  prune when step >= 5 and val.loss > 0\n")
+    result = _sweep(tmp_path, text=text)
+    assert result.exit_code == 0, result.output
+    for t in _trials(tmp_path):
+        status = json.loads((t["dir"] / "run.json").read_text())
+        assert t["state"] == status["status"] == "pruned" and status["step"] == 5
+        assert "prune when step >= 5 and val.loss > 0" in status["message"]
+        assert (t["dir"] / "checkpoints" / "final.pt").exists()  # resumable and exportable like any run
+    assert [t.state.name for t in _study(tmp_path).trials] == ["PRUNED", "PRUNED"]
+    assert "no trial has finished yet" in result.output
+
+
+def test_the_watch_reports_the_objective_and_asks_the_median_pruner():
+    from specrun.engine.history import History
+    from specrun.spec.sweep import Sweep
+    from specrun.sweep.trial import Watch
+
+    class Trial:
+        def __init__(self):
+            self.reported, self.prune = [], False
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return self.prune
+
+    class Run:
+        class counters:
+            step, segment = 0, 0
+
+        history = History({"val.loss": 1}, set())
+
+    sweep = Sweep("val.loss", "minimize", 4, "tpe", "median", None, None, ())
+    trial, run = Trial(), Run()
+    watch = Watch(sweep, trial, beat=lambda: None)
+    run.counters.step = 1
+    assert watch(run) is None and trial.reported == []  # nothing measured yet
+    run.history.record("val.loss", 0.9)
+    run.counters.step = 4
+    assert watch(run) is None and trial.reported == [(4, 0.9)]
+    run.counters.step = 5
+    assert watch(run) is None and trial.reported == [(4, 0.9)]  # each value once
+    run.history.record("val.loss", 0.8)
+    trial.prune = True
+    run.counters.step = 8
+    assert watch(run) == "pruned at step 8: val.loss 0.8 is behind the median of earlier trials"
+
+
+def test_an_interrupted_sweep_goes_on_without_running_a_finished_trial_again(tmp_path, monkeypatch):
+    original, calls = Console.progress, {"n": 0}
+
+    def progress(self, *args, **kwargs):  # Ctrl+C in the middle of the second trial (12 steps each)
+        original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 12 + 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Console, "progress", progress)
+    first = _sweep(tmp_path)
+    assert first.exit_code == 130, first.output
+    done, cut = _trials(tmp_path)
+    assert done["state"] == "finished" and cut["state"] == "interrupted"
+    finished_rows = (done["dir"] / "metrics.csv").read_text()
+
+    second = _sweep(tmp_path)
+    assert second.exit_code == 0, second.output
+    assert "trial 1 was cut short (interrupted)" in second.output
+    trials = _trials(tmp_path)
+    assert [t["dir"] for t in trials[:2]] == [done["dir"], cut["dir"]]  # the cut trial kept its folder
+    assert [t["state"] for t in trials] == ["finished"] * 3
+    assert (done["dir"] / "metrics.csv").read_text() == finished_rows  # not run again
+    resumed = events(cut["dir"], "resume")
+    assert len(resumed) == 1 and resumed[0]["step"] == 6  # from the checkpoint the interrupt saved
+    assert trials[1]["params"] == cut["params"]
+    states = [(t.number, t.state.name, t.user_attrs.get("retry_of")) for t in _study(tmp_path).trials]
+    assert states == [(0, "COMPLETE", None), (1, "FAIL", None), (2, "COMPLETE", 1), (3, "COMPLETE", None)]
+
+
+def test_a_sweep_begun_with_another_search_is_not_continued_by_this_one(tmp_path):
+    assert _sweep(tmp_path, "--trials", "1").exit_code == 0
+    other = _sweep(tmp_path, text=SWEPT.replace("[8, 16]", "[8, 32]"))
+    assert other.exit_code == 1 and "was begun with another spec or search" in other.output
+    assert _sweep(tmp_path, "--name", "wider", "--trials", "1",
+                  text=SWEPT.replace("[8, 16]", "[8, 32]")).exit_code == 0
+    assert len(_trials(tmp_path, "wider")) == 1
+
+
+def test_a_bad_sweep_is_refused_before_anything_runs(tmp_path):
+    result = _sweep(tmp_path, text=SWEPT.replace("model.width [8, 16]", "model.width []"))
+    assert result.exit_code == 1
+    assert "error[E203]: sweep: model.width has no choices" in result.output
+    assert not (tmp_path / "runs").exists()
+    none = _sweep(tmp_path, text=FAST_SPEC)
+    assert none.exit_code == 1 and "has no sweep block" in none.output
+
+
+def test_without_optuna_the_command_says_how_to_get_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    result = _sweep(tmp_path)
+    assert result.exit_code == 1 and "pip install 'specrun[sweep]'" in result.output
+
+
+# ---- worker processes --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_parallel_workers_share_one_sqlite_study(tmp_path):
+    spec = write_spec(tmp_path, SWEPT)
+    proc = subprocess.run(specrun_cmd("sweep", spec, "--base", tmp_path / "runs", "--trials", 4, "--jobs", 2),
+                          env=env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = _study(tmp_path).trials
+    assert sorted(t.state.name for t in trials if not t.user_attrs.get("unused")) == ["COMPLETE"] * 4
+    assert len({t.user_attrs["pid"] for t in trials if t.state.name == "COMPLETE"}) == 2  # two processes
+    assert [t["state"] for t in _trials(tmp_path)] == ["finished"] * 4
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
+    text = SWEPT.replace("max_steps 12", "max_steps 400").replace("every 4 steps\n  keep", "every 20 steps\n  keep")
+    spec = write_spec(tmp_path, text)
+    cmd = specrun_cmd("sweep", spec, "--base", tmp_path / "runs", "--trials", 2)
+    proc = subprocess.Popen(cmd, env=env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it once trial 1 has a checkpoint
+        found = [t for t in _trials(tmp_path) if t["number"] == 1]
+        index = found[0]["dir"] / "checkpoints" / "index.json" if found else None
+        if index is not None and index.exists():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = _trials(tmp_path)
+    assert [t["state"] for t in first] == ["finished", "running"]
+    again = subprocess.run(cmd, env=env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "trial 1 was cut short (its process is gone)" in again.stdout
+    trials = _trials(tmp_path)
+    assert [t["state"] for t in trials] == ["finished", "finished"], again.stdout
+    assert trials[1]["dir"] == first[1]["dir"] and len(events(first[1]["dir"], "resume")) == 1
