@@ -136,23 +136,83 @@ def test_too_large_file():
     assert err.value.diagnostics[0].code == "E106"
 
 
-def test_parser_cache(tmp_path, monkeypatch):
-    """The LALR tables are cached on disk; a torn cache file is rebuilt, never fatal."""
+def test_the_shipped_parse_tables_match_the_grammar(monkeypatch):
+    """grammar/train.tables.json is generated; after editing the grammar run `python -m specrun.spec.parse`.
+
+    Lark numbers states and tokens differently from one process to the next, so the check is
+    the grammar's hash recorded in the file, and the same trees and errors from both parsers.
+    """
+    import json
+
+    from specrun.resources import resource_dir
     from specrun.spec import parse as p
 
-    monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path))
+    grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
+    shipped = json.loads((resource_dir("grammar") / p.TABLES).read_text(encoding="utf-8"))
+    assert shipped["grammar_sha256"] == p._grammar_key(grammar, "start"), \
+        "stale: run `python -m specrun.spec.parse`"
+    texts = [f.read_text(encoding="utf-8") for f in sorted(resource_dir("specs").glob("*.train"))]
+    texts += [f.read_text(encoding="utf-8", errors="replace")
+              for f in sorted((Path(__file__).parent / "data" / "errors").glob("*.train"))]
+    texts += [BASE, "spec a\nx = 1\n", "spec a\nx {\n", "spec a\nx [1,\n 2\n", "when 1\n"]
+
+    def outcomes():
+        p._parser.cache_clear()
+        out = []
+        for text in texts:
+            try:
+                out.append(repr(p.parse(text, "t.train")))
+            except SpecError as exc:
+                out.append(str(exc))
+        return out
+
+    try:
+        from_file = outcomes()
+        monkeypatch.setattr(p, "_grammar_key", lambda grammar, start: "force a build in memory")
+        assert outcomes() == from_file
+    finally:
+        p._parser.cache_clear()
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_the_parser_reads_no_cache_directory(tmp_path, monkeypatch):
+    """No pickle is loaded from a place others can write: a planted cache file never runs."""
+    import pickle
+
+    from specrun.spec import parse as p
+
+    marker = tmp_path / "pwned"
+    for folder in (tmp_path / "env", tmp_path / "xdg" / "specrun"):
+        folder.mkdir(parents=True)
+        for name in ("train-grammar.lark.pickle", "tables.pickle"):
+            (folder / name).write_bytes(pickle.dumps(_Planted(marker)))
+    monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = sorted(tmp_path.rglob("*"))
     p._parser.cache_clear()
     try:
-        assert p.parse("spec a\n").items[0].value.dotted == "a"
-        files = list(tmp_path.glob("*.pickle"))
-        assert len(files) == 1
-        files[0].write_bytes(files[0].read_bytes()[:100])  # torn
-        p._parser.cache_clear()
         assert p.parse("spec b\nx 1 # c\n").comments[0].text == "# c"
-        assert len(files[0].read_bytes()) > 100  # rewritten whole
-        monkeypatch.setenv("SPECRUN_CACHE_DIR", "")  # off
+    finally:
         p._parser.cache_clear()
-        assert p.parse("spec c\n").items[0].value.dotted == "c"
+    assert not marker.exists() and sorted(tmp_path.rglob("*")) == before
+
+
+def test_stale_tables_are_ignored_and_the_parser_built_in_memory(monkeypatch):
+    from specrun.spec import parse as p
+
+    monkeypatch.setattr(p, "_grammar_key", lambda grammar, start: "edited since")
+    p._parser.cache_clear()
+    try:
+        assert p.parse("spec c\nx [1,\n 2]\n").items[1].value is not None
     finally:
         p._parser.cache_clear()
 

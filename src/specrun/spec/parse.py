@@ -1,7 +1,7 @@
 """parse: text -> syntax tree (``specrun.spec.syntax``), or a SpecError with positions.
 
 Lark LALR with a contextual lexer, built once per process from
-``grammar/train.lark`` (its tables cached on disk, see ``_parser``). A small
+``grammar/train.lark`` (its tables shipped beside it as JSON, see ``_parser``). A small
 post-lexer drops newlines inside brackets (so lists and expressions may span
 lines) and bounds nesting; ``_build`` turns Lark's tree into the syntax
 dataclasses, spans computed from the tokens. Lark's exceptions never reach the
@@ -89,75 +89,76 @@ _lock = threading.Lock()
 _LARK_OPTIONS = dict(parser="lalr", lexer="contextual", keep_all_tokens=True, maybe_placeholders=False)
 
 
-def _cache_dir():
-    """Where compiled parse tables are kept: $SPECRUN_CACHE_DIR, else the user cache dir.
-
-    An empty SPECRUN_CACHE_DIR turns the cache off. Any failure to read or write
-    it only costs the time of building the tables again.
-    """
-    import os
-
-    env = os.environ.get("SPECRUN_CACHE_DIR")
-    if env is not None:
-        return Path(env) if env else None
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        home = os.path.expanduser("~")
-        if home.startswith("~"):  # no home directory to speak of: no cache
-            return None
-        base = os.path.join(home, ".cache")
-    return Path(base) / "specrun"
+TABLES = "train.tables.json"  # beside the grammar; `python -m specrun.spec.parse` writes it
 
 
-def _cache_file(grammar: str, start: str):
+def _grammar_key(grammar: str, start: str) -> str:
+    """What the shipped tables were built from: the grammar, the start rule, the options, lark."""
     import hashlib
-    import sys
 
     import lark
 
-    folder = _cache_dir()
-    if folder is None:
-        return None
-    key = hashlib.sha256(
-        f"{grammar}\0{start}\0{sorted(_LARK_OPTIONS.items())}\0{lark.__version__}\0{sys.version_info[:2]}"
-        .encode("utf-8")).hexdigest()[:20]
-    return folder / f"train-grammar-{key}.lark.pickle"
+    return hashlib.sha256(f"{grammar}\0{start}\0{sorted(_LARK_OPTIONS.items())}\0{lark.__version__}"
+                          .encode("utf-8")).hexdigest()
+
+
+def build_tables(start: str = "start") -> dict:
+    """The LALR tables for ``grammar/train.lark`` as plain JSON data (integer keys spelled out)."""
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
+
+    grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
+    data, memo = Lark(grammar, start=start, **_LARK_OPTIONS).memo_serialize([TerminalDef, Rule])
+    data["options"] = {k: v for k, v in data["options"].items() if k not in ("postlex", "lexer_callbacks")}
+    return {"grammar_sha256": _grammar_key(grammar, start), "tables": _to_json({"data": data, "memo": memo})}
+
+
+def _to_json(value):
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: _to_json(v) for k, v in value.items()}
+        return {"__int_keys__": [[k, _to_json(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(obj: dict):
+    if set(obj) == {"__int_keys__"}:
+        return {int(k): tuple(v) if isinstance(v, list) else v for k, v in obj["__int_keys__"]}
+    return obj
+
+
+def write_tables() -> Path:
+    import json
+
+    path = resource_dir("grammar") / TABLES
+    path.write_text(json.dumps(build_tables(), sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+    return path
 
 
 @lru_cache(maxsize=None)
 def _parser(start: str = "start") -> Lark:
-    """The LALR parser; its tables are cached on disk (building them costs ~0.2 s)."""
+    """The LALR parser, from the tables shipped beside the grammar (JSON, never a pickle).
+
+    Generating the tables costs ~0.1-0.3 s, loading them ~0.02 s. Tables that no longer
+    match the grammar (an edited grammar, not yet regenerated) are ignored and the parser
+    is built in memory; a test keeps the shipped file current. Nothing is read from or
+    written to a cache directory: whoever can write there could otherwise run code here.
+    """
+    import json
+
     grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
     runtime = dict(postlex=_PostLex(), lexer_callbacks={"COMMENT": _comments})
-    cache = _cache_file(grammar, start)
-    if cache is not None and cache.is_file():
+    if start == "start":
         try:
-            with open(cache, "rb") as fh:
-                return Lark.__new__(Lark)._load(fh, **runtime)
-        except Exception:  # a stale or torn cache file: build afresh below
-            pass
-    parser = Lark(grammar, start=start, **_LARK_OPTIONS, **runtime)
-    if cache is not None:
-        _save(parser, cache)
-    return parser
-
-
-def _save(parser: Lark, cache: Path) -> None:
-    import os
-    import tempfile
-
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".tmp-", suffix=".pickle")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                parser.save(fh, exclude_options=("postlex", "lexer_callbacks"))
-            os.replace(tmp, cache)  # atomic: a reader sees the old file or the whole new one
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except Exception:  # read-only home, full disk: parse without a cache
-        pass
+            shipped = json.loads((resource_dir("grammar") / TABLES).read_text(encoding="utf-8"),
+                                 object_hook=_from_json)
+            if shipped["grammar_sha256"] == _grammar_key(grammar, start):
+                return Lark.__new__(Lark)._load(shipped["tables"], **runtime)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # missing or unreadable: build below
+    return Lark(grammar, start=start, **_LARK_OPTIONS, **runtime)
 
 
 def _span(path: str, meta_or_tok) -> s.Span:
@@ -721,3 +722,7 @@ def _unclosed(text: str, only: str | None = None, stack: bool = False):
         return opened
     opened = [x for x in opened if only is None or x[0] == only]
     return opened[-1] if opened else None
+
+
+if __name__ == "__main__":  # after editing grammar/train.lark: regenerate the shipped tables
+    print(f"wrote {write_tables()}")
