@@ -8,6 +8,13 @@ Target: validate at most 0.4 s and at most a fifth of the torch import, because
 
 Prints both times, the ratio and the CPU time of the best validate run; exits 1 when a
 target is missed (use it as a CI check only on a quiet machine).
+
+Then the spec shapes of tests/spec_shapes.py (duplicate lines, profiles, a list one item
+per line, a uniqueItems list, a long sum, many expectations), each validated in this
+process at a large size: CPU seconds, and seconds per 10k units (lines, items, terms). The
+linear-growth test (tests/test_validate_growth.py) holds the ratios; this prints the rates.
+
+    python bench/validate_speed.py --shapes-only [--scale 1.0]
 """
 
 from __future__ import annotations
@@ -56,11 +63,38 @@ def best_of(cmd: list[str], runs: int) -> tuple[float, float]:
     return best
 
 
+# Sizes of the shapes, in their own units; --scale multiplies them.
+SHAPE_SIZES = {"duplicate lines": 20_000, "profiles": 10_000, "list, one item per line": 20_000,
+               "uniqueItems list": 8_000, "long sum": 300_000, "many expectations": 5_000}
+
+
+def shapes(scale: float) -> None:
+    sys.path.insert(0, str(REPO / "tests"))
+    from spec_shapes import SHAPES
+    from test_validate_growth import validate_text
+
+    validate_text(SHAPES["duplicate lines"](10))  # warm: parser, schemas, catalog
+    print(f"{'shape':26s} {'size':>8s} {'lines':>8s} {'cpu s':>8s} {'s/10k units':>12s}  outcome")
+    for name, make in SHAPES.items():
+        n = max(1, int(SHAPE_SIZES[name] * scale))
+        text = make(n)
+        start = time.process_time()
+        out = validate_text(text)
+        cpu = time.process_time() - start
+        first = out.split("\n", 1)[0].split(": ", 1)[-1][:50] if out else "valid"
+        print(f"{name:26s} {n:8d} {text.count(chr(10)):8d} {cpu:8.3f} {cpu / n * 10_000:12.4f}  {first}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--specs", default="specs/*.train")
+    parser.add_argument("--shapes-only", action="store_true", help="only the spec shapes")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the shapes' sizes")
     args = parser.parse_args()
+    if args.shapes_only:
+        shapes(args.scale)
+        return 0
     specs = sorted(glob.glob(str(REPO / args.specs)))
     if not specs:
         sys.exit(f"no specs match {args.specs}")
@@ -77,6 +111,8 @@ def main() -> int:
     print(f"best of {args.runs}; load average {load:.2f} on {os.cpu_count()} cpus")
     ok = validate <= TARGET_SECONDS and ratio <= TARGET_RATIO
     print("OK" if ok else "MISSED")
+    print()
+    shapes(args.scale)
     return 0 if ok else 1
 
 

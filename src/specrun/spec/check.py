@@ -127,10 +127,11 @@ def _warnings(loc: Located) -> list[Diagnostic]:
 def check_all_profiles(doc: s.Document) -> list[Diagnostic]:
     """What ``validate`` reports: the file itself, then each profile applied to it."""
     loc = locate(doc)
+    pristine = loc.variant()  # located once: locating again per profile would rebuild every profile
     diags = _diagnose(loc)
     warned = _warnings(loc) if not diags else []
     for name, prof in loc.profiles.items():
-        variant = locate(doc)
+        variant = pristine.variant()
         apply_overrides(variant, prof.statements, f"profile {name}")
         errors = _diagnose(variant)
         diags += errors

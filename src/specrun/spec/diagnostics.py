@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 from specrun.spec.syntax import Span
 
@@ -83,25 +84,35 @@ class SpecError(Exception):
         return render(self.diagnostics, self.sources, fmt, colour)
 
 
+@lru_cache(maxsize=16)
+def source_lines(text: str) -> tuple[str, ...]:
+    """A source split into lines as the parser counts them (on "\\n" only, not str.splitlines).
+
+    Cached: a file with thousands of diagnostics is split once, not once per excerpt (a str
+    keeps its hash, so looking the same text up again costs nothing).
+    """
+    return tuple(text.split("\n"))
+
+
 def _excerpt(diag: Diagnostic, sources: dict[str, str]) -> list[str]:
     text = sources.get(diag.span.path)
     if text is None:
         return []
-    lines = text.split("\n")  # as the parser counts lines (not str.splitlines)
+    lines = source_lines(text)
     if not 1 <= diag.span.line <= len(lines):
         return []
     raw = lines[diag.span.line - 1].rstrip("\r")
+    # A pathological one-line file must not flood the terminal, nor cost the whole line for
+    # each of its diagnostics: the excerpt is a window of the raw line around the column.
+    offset = max(0, diag.span.col - 1 - 60) if len(raw) > 160 else 0
+    raw = raw[offset: offset + 160]
     # columns count characters of the raw line; the excerpt shows tabs as spaces
-    col = len(raw[: max(0, diag.span.col - 1)].expandtabs(4)) + 1
+    col = len(raw[: max(0, diag.span.col - 1 - offset)].expandtabs(4)) + 1
     width = 1
     if diag.span.end_line == diag.span.line and diag.span.end_col > diag.span.col:
-        end = len(raw[: diag.span.end_col - 1].expandtabs(4)) + 1
+        end = len(raw[: diag.span.end_col - 1 - offset].expandtabs(4)) + 1
         width = max(1, end - col)
-    line = raw.expandtabs(4)
-    if len(line) > 160:  # a pathological one-line file must not flood the terminal
-        start = max(0, col - 60)
-        line = line[start:start + 160]
-        col -= start
+    line = raw.expandtabs(4)[:160]
     width = max(1, min(width, len(line) - col + 2))
     gutter = str(diag.span.line)
     pad = " " * len(gutter)

@@ -23,12 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from specrun.spec import syntax as s
-from specrun.spec.diagnostics import Diagnostic
+from specrun.spec.diagnostics import Diagnostic, source_lines
 from specrun.spec.values import Gate, plain
 
 Path = tuple
 
 COLLECTIONS = {"phase": "phases", "axis": "axes"}
+# `validate` checks the file with each profile applied: the work is profiles x file size,
+# so their number is bounded (a handful is usual: smoke, full, ablations).
+MAX_PROFILES = 100
 COMPONENT_KEYS = {"task", "model", "loss", "optimizer", "schedule", "precision"}
 PHASE_TARGETS = {"task", "model", "optimizer", "loss"}
 
@@ -52,6 +55,15 @@ class Located:
     diagnostics: list = field(default_factory=list)
     path: str = "<string>"
     source: str = ""  # the text of ``path``, to quote a value as it was written
+    profiles_dropped: int = 0  # past MAX_PROFILES (an error)
+
+    def variant(self) -> "Located":
+        """A copy to apply a profile to: what ``locate`` would give again, without locating again
+        (which would rebuild every profile too: quadratic in their number)."""
+        import copy
+
+        return Located(copy.deepcopy(self.data), dict(self.spans), dict(self.key_spans), dict(self.value_spans),
+                       dict(self.profiles), list(self.diagnostics), self.path, self.source, self.profiles_dropped)
 
     def span(self, path: Path, key: bool = False) -> s.Span:
         """The span of ``path`` or of its nearest written ancestor."""
@@ -81,7 +93,7 @@ class Located:
         span = self.value_spans.get(tuple(path))
         if span is None or span.path != self.path or span.line != span.end_line or not self.source:
             return None
-        lines = self.source.split("\n")
+        lines = source_lines(self.source)
         if not 1 <= span.line <= len(lines):
             return None
         text = lines[span.line - 1][span.col - 1: span.end_col - 1]
@@ -199,6 +211,13 @@ def _add_profile(loc: Located, item: s.Setting) -> None:
         first = loc.profiles[name].span
         loc.diagnostics.append(Diagnostic(
             "E205", f"profile '{name}' is defined twice (first at line {first.line})", item.value.span))
+        return
+    if len(loc.profiles) >= MAX_PROFILES:
+        loc.profiles_dropped += 1
+        if loc.profiles_dropped == 1:  # said once, at the first one over
+            loc.diagnostics.append(Diagnostic(
+                "E106", f"more than {MAX_PROFILES} profiles: each one is checked against the whole file",
+                item.value.span, "keep the profiles people run; variations of one setting can go in --set"))
         return
     loc.profiles[name] = Profile(name, item.block.items, item.span)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from specrun.spec import catalog as cat
 from specrun.spec.diagnostics import Diagnostic, did_you_mean
 from specrun.spec.document import Located
-from specrun.spec.schema import SPEC_TYPES, resolve_ref, validator_for
+from specrun.spec.schema import SPEC_TYPES, first_repeat, resolve_ref, validator_for
 from specrun.spec.values import Gate, IntRange, Qty, describe
 
 TYPE_WORDS = {
@@ -148,6 +148,11 @@ def _translate(loc: Located, err, base: tuple, what: str, root: dict) -> list[Di
                                    "(letters, digits and _; not starting with a digit)", span)]
     if validator in ("anyOf", "oneOf"):
         return [Diagnostic("E201", f"{dotted}: {describe(value)} is not a valid value", span)]
+    if validator == "uniqueItems" and isinstance(value, list):
+        again = first_repeat(value)
+        if again is not None:
+            return [Diagnostic("E201", f"{dotted} lists {_shown(value[again])} twice", loc.value_span(path + (again,)),
+                               "each item may appear once")]
     return [Diagnostic("E201", f"{dotted}: {err.message}", span)]
 
 

@@ -38,8 +38,15 @@ _CLOSE = {v: k for k, v in _OPEN.items()}
 
 
 class _NestingTooDeep(Exception):
-    def __init__(self, token: Token):
-        self.token = token
+    def __init__(self, token: Token, what: str = "brackets and blocks"):
+        self.token, self.what = token, what
+
+
+# Operators in one run of an expression (no bracket or comma between them). Each of the
+# few precedence levels nests one deeper per operator, so a run this long is always
+# deeper than MAX_DEPTH: refused while lexing, before a 300,000-term sum fills memory.
+_OPERATORS = {"ADD", "MINUS", "MUL", "COMPARE", "OR", "AND", "NOT"}
+MAX_RUN = 8 * MAX_DEPTH
 
 
 class _PostLex:
@@ -51,11 +58,13 @@ class _PostLex:
         brackets = 0  # [ and ( only: inside them a newline is just space
         depth = 0
         after_newline = False  # comment lines split newlines in two; the grammar wants one
+        runs = [0]  # operators since the last bracket, comma or line, per open bracket
         for tok in stream:
             if tok.type == "_NL":
                 if brackets or after_newline:
                     continue
                 after_newline = True
+                runs[-1] = 0
                 yield tok
                 continue
             after_newline = False
@@ -64,10 +73,19 @@ class _PostLex:
                 brackets += tok.type != "LBRACE"
                 if depth > MAX_DEPTH:
                     raise _NestingTooDeep(tok)
+                runs.append(0)
             elif tok.type in _CLOSE:
                 depth = max(0, depth - 1)
                 if tok.type != "RBRACE":
                     brackets = max(0, brackets - 1)
+                if len(runs) > 1:
+                    runs.pop()
+            elif tok.type == "COMMA":
+                runs[-1] = 0
+            elif tok.type in _OPERATORS:
+                runs[-1] += 1
+                if runs[-1] > MAX_RUN:
+                    raise _NestingTooDeep(tok, "expression")
             yield tok
 
 
@@ -443,8 +461,11 @@ def _run(text: str, path: str, start: str):
             tree = _parser(start).parse(text)
         except _NestingTooDeep as exc:
             raise SpecError([Diagnostic(
-                "E105", f"brackets and blocks nest deeper than {MAX_DEPTH} levels",
-                _span(path, exc.token), "flatten the structure")], {path: text}) from None
+                "E105", f"{exc.what} {'nest' if exc.what.endswith('s') else 'nests'} deeper than {MAX_DEPTH} levels",
+                _span(path, exc.token),
+                "flatten the structure" if exc.what != "expression" else
+                "a chain of more than 60 operators counts as deep nesting too: split it into simpler gates")],
+                {path: text}) from None
         except UnexpectedInput as exc:
             raise SpecError([_explain(exc, text, path)], {path: text}) from None
         finally:

@@ -90,6 +90,34 @@ def _equal(a, b) -> bool:
         return False
 
 
+def _identity(value):
+    """A hashable key equal for two values exactly when ``_equal`` says they are equal."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)  # 1 and 1.0 hash alike and are equal, as in jsonschema
+    if isinstance(value, list):
+        return ("list", tuple(_identity(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((k, _identity(v)) for k, v in value.items()))
+    try:
+        hash(value)
+        return ("value", value)
+    except TypeError:
+        return ("repr", type(value).__name__, repr(value))
+
+
+def first_repeat(items: list) -> int | None:
+    """The index of the first item equal to an earlier one, or None: one pass, not all pairs."""
+    seen = set()
+    for i, item in enumerate(items):
+        key = _identity(item)
+        if key in seen:
+            return i
+        seen.add(key)
+    return None
+
+
 @dataclass
 class _Error:
     """The parts of jsonschema.ValidationError that _translate reads."""
@@ -261,7 +289,7 @@ class SubsetValidator:
 
     def _k_uniqueItems(self, value, inst, schema, path):
         if value and isinstance(inst, list):
-            if any(_equal(a, b) for i, a in enumerate(inst) for b in inst[i + 1:]):
+            if first_repeat(inst) is not None:
                 yield self._err(f"{inst!r} has non-unique elements", "uniqueItems", value, inst, schema, path)
 
     def _k_items(self, value, inst, schema, path):
