@@ -58,3 +58,25 @@ max_steps 100
 def minimal_spec() -> str:
     """A small valid spec of 100 steps, to add settings to."""
     return MINIMAL_SPEC
+
+
+OWN_CODE = REPO / "tests" / "data" / "own"
+
+
+@pytest.fixture
+def own_project(tmp_path):
+    """``own_project(spec_text)``: a folder holding tests/data/own's user code (models.py, data.py,
+    scores.py, losses.py, optim.py) and ``my.train`` with ``spec_text``; returns the spec's path."""
+    import shutil
+
+    folder = tmp_path / "project"
+    folder.mkdir(exist_ok=True)
+    for source in OWN_CODE.glob("*.py"):
+        shutil.copy(source, folder / source.name)
+
+    def make(text: str, name: str = "my.train"):
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return make

@@ -202,11 +202,17 @@ def build_plan(spec: Spec) -> Plan:
     settings = fill_defaults(data, root, root)
     components, switches = {}, []
     for kind in cat.KINDS:
-        comp = cat.lookup(kind, settings[kind]["type"])
+        comp = cat.resolve(kind, settings[kind]["type"], spec.path)
         params = fill_defaults(component_params(settings, kind), comp.params, comp.params)
         params, more = _pull_switches(kind, _resolve_units(params))
         switches += more
         components[kind] = {"type": comp.name, "impl": comp.impl, "params": params}
+        if comp.extra.get("code"):  # the user's own code, or a torch class: where the run imports it from
+            components[kind]["code"] = comp.extra["code"]
+        if comp.extra.get("unchecked"):
+            components[kind]["unchecked"] = comp.extra["unchecked"]
+    if settings.get("metrics"):
+        components["metrics"] = _metrics_component(settings, spec.path)
     total = settings.get("max_steps")
     settings = _resolve_units({k: v for k, v in settings.items() if k not in cat.KINDS})
     resolved = {}
@@ -233,6 +239,28 @@ def build_plan(spec: Spec) -> Plan:
     return plan
 
 
+def _metrics_component(settings: dict, spec_path: str) -> dict:
+    """The spec's `metrics` as one component: built-in names and the user's functions."""
+    from specrun.spec.own_rules import metric_names
+
+    raw = settings["metrics"]
+    items = [(name, {}) for name in raw] if isinstance(raw, list) else \
+        [(raw["type"], {k: v for k, v in raw.items() if k != "type"})]
+    entries = []
+    for name, params in items:
+        if cat.is_builtin_metric(name):
+            entries.append({"name": name})
+            continue
+        comp = cat.own_component("metrics", name, spec_path)
+        names = params.pop("names", None) or comp.extra.get("returns")
+        params = fill_defaults(params, comp.params, comp.params)
+        entries.append({"name": name, "code": comp.extra["code"], "params": _resolve_units(params),
+                        "names": list(names)})
+    declared = [n for n, _ in metric_names(settings, spec_path)]
+    return {"type": "metrics", "impl": "specrun.components.own.metrics:build_metrics",
+            "params": {"entries": entries}, "names": declared}
+
+
 def _axes(curriculum: dict) -> list[Axis]:
     raw = curriculum.get("axes") or ([{"name": "curriculum", "phases": curriculum["phases"],
                                        "start": curriculum.get("start")}] if curriculum.get("phases") else [])
@@ -246,7 +274,7 @@ def _axes(curriculum: dict) -> list[Axis]:
 
 def _estimates(plan: Plan) -> dict:
     out = {"python": platform.python_version()}
-    model = cat.lookup("model", plan.components["model"]["type"])
+    model = cat.lookup("model", plan.components["model"]["type"])  # None for the user's own
     estimator = model.extra.get("estimate") if model else None
     if estimator:  # a torch-free "module:function(params, task_params) -> int"
         from importlib import import_module

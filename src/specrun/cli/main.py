@@ -124,6 +124,9 @@ def validate(paths, fmt, profile, overrides, strict):
     warnings = [d for d in diagnostics if d.severity == "warning"]
     failed = bool(errors) or (strict and bool(warnings))
     if diagnostics:
+        from specrun.spec.owncode import sources as own_sources
+
+        sources = own_sources() | sources  # a syntax error in the user's code quotes their line
         click.echo(render(sorted(diagnostics, key=lambda d: d.sort_key()), sources, fmt,
                           colour=fmt == "text" and use_colour()))
     elif fmt == "json":

@@ -79,8 +79,14 @@ def describe_plan(plan: Plan) -> str:
         extra = ""
         if kind == "model" and "parameters" in plan.estimates:
             extra = f"   (~{plan.estimates['parameters']:,} parameters)"
+        if comp.get("code", {}).get("file"):
+            extra += f"   ({comp['code']['file']})"
         lines.append(f"{kind:<11}{comp['type']}{extra}")
         lines.append(f"{'':<11}{_params(comp['params'])}")
+        if comp.get("unchecked"):
+            lines.append(f"{'':<11}note: {comp['unchecked']}")
+    if "metrics" in plan.components:
+        lines.append(f"{'metrics':<11}{', '.join(plan.components['metrics']['names'])}")
     ws = plan.world_size
     lines.append(f"{'batch':<11}{plan.batch} per micro-batch x {plan.accumulate} accumulated"
                  + (f" x {ws} processes" if ws > 1 else "")

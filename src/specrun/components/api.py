@@ -111,3 +111,9 @@ class TimeSwitched(Protocol):
     """
 
     def set_switch(self, name: str, on: bool) -> None: ...
+
+
+class ComponentError(RuntimeError):
+    """A component failed in a way its author can fix: the user's forward or dataset raising,
+    a batch of the wrong shape, a setting the code does not take. The message says what and
+    where (the user's own frames, specrun's left out); the run shows it without a traceback."""

@@ -13,6 +13,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from specrun.components.api import ComponentError
 from specrun.engine.checkpoint import Checkpointer, CheckpointError
 from specrun.engine.console import Console
 from specrun.engine.device import Unsupported
@@ -196,7 +197,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
         run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
         outcome = _with_profiler(run, opts, lambda: train(run, interrupt, opts.watch))
     except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, SinkUnavailable,
-            Unsupported) as exc:
+            Unsupported, ComponentError) as exc:
         outcome = Outcome("failed", 1, str(exc), run.counters.step if run else 0)
     except KeyboardInterrupt:
         outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",

@@ -99,9 +99,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _factory(plan: Plan, kind: str):
-    comp = cat.lookup(kind, plan.components[kind]["type"])
     try:
-        return comp.load()
+        return cat.factory(plan.components[kind], kind)
     except cat.ComponentUnavailable as exc:
         raise SetupError(f"{exc}. The catalog declares it, but its implementation is missing "
                          f"from this install") from None
@@ -175,8 +174,9 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         seed=plan.seed, device=device, batch_size=plan.batch,
         rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
         cache_dir=str(Path(".specrun-cache")), run_dir=str(run_dir.path), log=console.say,
+        extras={"dataloader": st.get("dataloader") or {}},
     )
-    task = _factory(plan, "task")(plan.components["task"]["params"], ctx)
+    task = with_spec_metrics(plan, _factory(plan, "task")(plan.components["task"]["params"], ctx), ctx)
     try:
         model = _factory(plan, "model")(plan.components["model"]["params"], task.model_info(), ctx)
         model = _prepare_model(model, st, precision, device)
@@ -187,7 +187,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
                 raise SetupError(f"distributed.strategy fsdp: cannot shard {type(model).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                                  "use strategy ddp") from exc
-        loss_fn = _factory(plan, "loss")(plan.components["loss"]["params"], ctx)
+        loss_fn = explain_loss(plan, _factory(plan, "loss")(plan.components["loss"]["params"], ctx))
         optimizer = _factory(plan, "optimizer")(plan.components["optimizer"]["params"], model, ctx)
         per_epoch = task.batches_per_epoch()
         steps_per_epoch = per_epoch / plan.accumulate if per_epoch else None
@@ -221,6 +221,30 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
                per_epoch, every, dist=dist, lr_changes=sched["type"] != "constant" or warmup > 0,
                metrics_every_step=_gates_read_train_metrics(plan),
                initial_lrs=list(scheduler.base_lrs), val_batches=val_batches)
+
+
+def with_spec_metrics(plan: Plan, task, ctx: Context):
+    """The task, reporting also what the spec's `metrics` asks for."""
+    if "metrics" not in plan.components:
+        return task
+    from specrun.components.own.metrics import WithMetrics
+
+    entry = plan.components["metrics"]
+    try:
+        return WithMetrics(task, _factory(plan, "metrics")(entry["params"], ctx))
+    except BaseException:
+        task.close()
+        raise
+
+
+def explain_loss(plan: Plan, loss_fn):
+    """With the user's model or data, a built-in loss that does not fit says so instead of raising."""
+    comps = plan.components
+    if comps["loss"].get("code") or not (comps["model"].get("code") or comps["task"].get("code")):
+        return loss_fn
+    from specrun.components.own.loss import explained
+
+    return explained(loss_fn, comps["loss"]["type"])
 
 
 def _gates_read_train_metrics(plan: Plan) -> bool:

@@ -144,4 +144,76 @@ def lookup(kind: str, name: str) -> Component | None:
 
 
 def names(kind: str) -> list[str]:
+    """Every name of ``kind`` a spec may write, aliases included."""
     return sorted(name for (k, name) in catalog() if k == kind)
+
+
+def shown_names(kind: str) -> list[str]:
+    """The names to list in a message: specrun's own components, then the torch classes as one
+    item (the full list is `specrun components KIND`)."""
+    own = sorted({c.name for (k, _), c in catalog().items() if k == kind and not c.name.startswith("torch.")})
+    torch_ones = {c.name for (k, _), c in catalog().items() if k == kind and c.name.startswith("torch.")}
+    if torch_ones:
+        module = min(torch_ones).rpartition(".")[0]
+        own.append(f"{module}.NAME ({len(torch_ones)} classes)")
+    return own
+
+
+# ---- the user's own code, and metrics ------------------------------------------------------
+
+OWN_KINDS = KINDS + ("metrics",)
+BUILTIN_METRICS = {
+    "accuracy": "share of argmax(logits) equal to batch targets (-100 ignored; 0/1 targets: logits > 0)",
+    "topN": "top-N accuracy, e.g. top5: the target is among the N largest logits",
+    "perplexity": "exp of the cross-entropy of the logits against the targets",
+}
+TOP_K = __import__("re").compile(r"^top([1-9][0-9]{0,3})$")
+
+
+def is_builtin_metric(name: str) -> bool:
+    return name in ("accuracy", "perplexity") or bool(TOP_K.match(name))
+
+
+def own_component(kind: str, reference: str, spec_path: str) -> Component:
+    """A Component for ``"models.py:TinyNet"``; raises owncode.CodeProblem when it cannot be read."""
+    from specrun.spec import owncode
+
+    seen = owncode.analyse(kind, reference, spec_path)
+    extra = {"code": owncode.code_of(seen.found)}
+    if seen.signature is None:
+        params = {"type": "object", "additionalProperties": True, "properties": {}}
+        extra["unchecked"] = seen.unchecked
+        summary = ""
+    else:
+        params = seen.signature.schema(required=kind != "model")
+        summary = seen.signature.summary
+        if kind == "model":
+            extra["needs"] = [p.name for p in seen.signature.params if p.required]
+    if kind == "task" and seen.tree is not None:
+        extra["announces"] = sorted(owncode.sig.announced(seen.tree))
+    if kind == "metrics" and seen.tree is not None:
+        extra["returns"] = owncode.sig.returned_names(seen.tree, seen.found.name)
+    return Component(kind, reference, owncode.IMPL[kind], params, summary, (), f"own code {seen.found.shown}",
+                     extra)
+
+
+def resolve(kind: str, name: str, spec_path: str = "") -> Component | None:
+    """The component a spec names: a catalog entry, or the user's own code (may raise CodeProblem)."""
+    from specrun.spec import owncode
+
+    if owncode.is_reference(name):
+        return own_component(kind, name, spec_path)
+    return lookup(kind, name)
+
+
+def factory(entry: dict, kind: str = "component"):
+    """The factory of a plan's component entry ({"type", "impl", "params", "code"?}).
+
+    Entries naming code (the user's, or a torch class from the signature table) get the
+    code's location bound as the factory's first argument.
+    """
+    from functools import partial
+
+    comp = Component(kind, entry["type"], entry["impl"], {})
+    fn = comp.load()
+    return partial(fn, entry["code"]) if entry.get("code") else fn

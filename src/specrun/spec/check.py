@@ -18,6 +18,7 @@ import copy
 import hashlib
 from dataclasses import dataclass, field
 
+from specrun.spec import owncode
 from specrun.spec import sweep
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, SpecError, did_you_mean
@@ -81,7 +82,7 @@ def _sweep_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
         apply_overrides(variant, (setting,), "sweep")
         return [d for d in _diagnose(variant) if (d.code, d.span, d.message) not in base]
 
-    return sweep.diagnostics(loc, data, known_metrics(data), try_set)
+    return sweep.diagnostics(loc, data, known_metrics(data, loc.path), try_set)
 
 
 def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
@@ -113,7 +114,7 @@ def check(doc: s.Document, profile: str | None = None, overrides: tuple[str, ...
             apply_overrides(loc, (st,), "--set")
     diags = _diagnose(loc)
     if diags:
-        raise SpecError(diags, sources)
+        raise SpecError(diags, sources | owncode.sources())  # a syntax error in user code quotes it
     return Spec(loc.data.get("spec"), loc.data, loc, doc.path, profile, tuple(overrides), sources,
                 _warnings(loc))
 

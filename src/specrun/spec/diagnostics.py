@@ -37,6 +37,9 @@ CODES = {
     "E205": "duplicate setting",
     "E206": "not one of the allowed values",
     "E300": "unknown component",
+    "E301": "user code not found",
+    "E302": "user code cannot be read",
+    "E303": "name not defined in user code",
     "E400": "unknown name in expression",
     "E401": "unknown function",
     "E402": "unknown phase or axis",
@@ -53,6 +56,7 @@ CODES = {
     "W101": "expectation judged after the run ends",
     "W102": "interval longer than the run",
     "W103": "input file not found",
+    "W300": "user code without readable source: checked when the run starts",
 }
 
 

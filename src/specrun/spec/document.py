@@ -32,7 +32,7 @@ COLLECTIONS = {"phase": "phases", "axis": "axes"}
 # `validate` checks the file with each profile applied: the work is profiles x file size,
 # so their number is bounded (a handful is usual: smoke, full, ablations).
 MAX_PROFILES = 100
-COMPONENT_KEYS = {"task", "model", "loss", "optimizer", "schedule", "precision"}
+COMPONENT_KEYS = {"task", "model", "loss", "optimizer", "schedule", "precision", "metrics"}
 PHASE_TARGETS = {"task", "model", "optimizer", "loss"}
 
 
@@ -171,10 +171,11 @@ def _meaning(loc: Located, path: Path, item: s.Setting):
             "E108", f"setting '{item.dotted}' has no value", item.span,
             f"write `{item.dotted} VALUE`, `{item.dotted} {{ ... }}` or `{item.dotted} when EXPR`"))
         return None
-    if path[-1] in COMPONENT_KEYS and isinstance(item.value, s.Name):
+    if path[-1] in COMPONENT_KEYS and isinstance(item.value, (s.Name, s.String)):
+        # `model mlp`, or the user's own code: `model "models.py:TinyNet"`
         loc.spans[path + ("type",)] = item.value.span
         loc.value_spans[path + ("type",)] = item.value.span
-        return {"type": item.value.dotted}
+        return {"type": plain(item.value)}
     loc.value_spans[path] = item.value.span
     _index_list(loc, path, item.value)
     return plain(item.value)

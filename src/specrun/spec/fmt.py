@@ -268,7 +268,7 @@ def data_value(value) -> str:
     raise TypeError(value)
 
 
-_COMPONENT_KEYS = {"task", "model", "loss", "optimizer", "schedule", "precision"}  # document.COMPONENT_KEYS
+_COMPONENT_KEYS = {"task", "model", "loss", "optimizer", "schedule", "precision", "metrics"}  # document.COMPONENT_KEYS
 
 
 def _data_lines(data: dict, depth: int, order=None, where: tuple = ()) -> list[str]:

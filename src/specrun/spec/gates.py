@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from specrun.spec import catalog as cat
 from specrun.spec import expr as ex
+from specrun.spec import owncode
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, did_you_mean
 from specrun.spec.document import Located
+from specrun.spec.own_rules import metric_names
 from specrun.spec.printer import format_expr
 from specrun.spec.values import Gate, Qty
 
@@ -52,18 +54,25 @@ def curriculum_axes(data: dict) -> list[tuple[str, list[dict]]]:
     return []
 
 
-def component_of(data: dict, kind: str):
+def component_of(data: dict, kind: str, spec_path: str = ""):
+    """The catalog entry, or the user's own code (read from source), that ``kind`` names."""
     name = as_block(data.get(kind)).get("type")
-    return cat.lookup(kind, name) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        return None
+    try:
+        return cat.resolve(kind, name, spec_path)
+    except owncode.CodeProblem:  # reported once, by component_diagnostics
+        return None
 
 
-def known_metrics(data: dict) -> dict[str, set[str]]:
-    task, model = component_of(data, "task"), component_of(data, "model")
+def known_metrics(data: dict, spec_path: str = "") -> dict[str, set[str]]:
+    task, model = component_of(data, "task", spec_path), component_of(data, "model", spec_path)
     task_metrics = set(task.metrics) if task else set()
     model_metrics = set(model.metrics) if model else set()
+    declared = {name for name, _ in metric_names(data, spec_path)}  # the spec's `metrics`
     return {
-        "train": {"loss", "grad_norm", "lr"} | task_metrics | model_metrics,
-        "val": {"loss"} | task_metrics | model_metrics,
+        "train": {"loss", "grad_norm", "lr"} | task_metrics | model_metrics | declared,
+        "val": {"loss"} | task_metrics | model_metrics | declared,
     }
 
 
@@ -79,7 +88,7 @@ def phase_names_of(data: dict) -> set[str]:
 def check_expr(loc: Located, path: tuple, gate: Gate, data: dict, in_phase: bool,
                 metrics: dict | None = None, phase_names: set | None = None) -> list[Diagnostic]:
     out = []
-    metrics = known_metrics(data) if metrics is None else metrics
+    metrics = known_metrics(data, loc.path) if metrics is None else metrics
     phase_names = phase_names_of(data) if phase_names is None else phase_names
     targets = {id(n.args[0]) for n in ex.walk(gate.expr)
                if isinstance(n, s.Call) and n.name == "reached" and n.args}

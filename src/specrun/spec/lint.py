@@ -224,4 +224,27 @@ def warnings(loc: Located) -> list[Diagnostic]:
     out += _expect_warnings(loc, data, steps, epochs)
     out += _interval_warnings(loc, data, steps, epochs)
     out += _file_warnings(loc, data)
+    out += _own_code_warnings(loc, data)
+    return out
+
+
+def _own_code_warnings(loc: Located, data: dict) -> list[Diagnostic]:
+    """The user's code validate cannot read (no source, a constructor from elsewhere): said,
+    and its settings are checked when the run starts."""
+    from specrun.spec import owncode
+
+    out = []
+    for kind in cat.KINDS:
+        block = data.get(kind)
+        name = block.get("type") if isinstance(block, dict) else None
+        if not owncode.is_reference(name):
+            continue
+        try:
+            comp = cat.resolve(kind, name, loc.path)
+        except owncode.CodeProblem:  # an error, reported by check
+            continue
+        if comp is not None and comp.extra.get("unchecked"):
+            out.append(Diagnostic("W300", f"{kind} {name}: {comp.extra['unchecked']}",
+                                  loc.value_span((kind, "type")),
+                                  "validate reads the source; where there is none, the run checks the settings"))
     return out

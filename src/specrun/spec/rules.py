@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from specrun.spec import catalog as cat
 from specrun.spec import expr as ex
+from specrun.spec import owncode
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, did_you_mean
 from specrun.spec.document import Located
@@ -22,6 +23,7 @@ from specrun.spec.gates import (
     phase_names_of,
 )
 from specrun.spec.messages import schema_diagnostics
+from specrun.spec.own_rules import code_problem, metrics_diagnostics, model_needs_diagnostics, unknown_hint
 from specrun.spec.values import Qty, describe
 
 # ---- components -----------------------------------------------------------------------
@@ -33,14 +35,19 @@ def component_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             continue
         name = block["type"]
-        comp = cat.lookup(kind, name)
+        try:
+            comp = cat.resolve(kind, name, loc.path)  # the catalog's, or the user's own code
+        except owncode.CodeProblem as problem:
+            out.append(code_problem(loc, (kind, "type"), problem))
+            continue
         if comp is None:
             out.append(Diagnostic("E300", f"unknown {kind} '{name}'", loc.span((kind, "type")),
-                                  did_you_mean(name, cat.names(kind))
-                                  or f"known {kind}s: {', '.join(cat.names(kind))}"))
+                                  unknown_hint(name, cat.names(kind), kind, cat.shown_names(kind))))
             continue
         params = {k: v for k, v in block.items() if k != "type"}
         out += schema_diagnostics(loc, params, comp.params, (kind,), f"{kind} {name}")
+    out += model_needs_diagnostics(loc, data)
+    out += metrics_diagnostics(loc, data)
     out += _phase_set_diagnostics(loc, data)
     return out
 
@@ -59,7 +66,7 @@ def _phase_set_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
             if not isinstance(phase, dict):
                 continue
             for kind, params in as_block(phase.get("set")).items():
-                comp = component_of(data, kind)
+                comp = component_of(data, kind, loc.path)
                 if comp is None or not isinstance(params, dict):
                     continue
                 schema = {k: v for k, v in comp.params.items() if k != "required"}
@@ -102,7 +109,7 @@ def semantic_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
                                   loc.span(("curriculum", "axes", index, "name")),
                                   f"the first is at line {first.line}; axis names must differ"))
         first_axis.setdefault(axis, index)
-    metrics, phase_names = known_metrics(data), phase_names_of(data)
+    metrics, phase_names = known_metrics(data, loc.path), phase_names_of(data)
     for path, gate in gates_in(data):
         in_phase = len(path) >= 2 and path[-1] == "promote" and "phases" in path
         out += check_expr(loc, path, gate, data, in_phase, metrics, phase_names)
@@ -163,7 +170,8 @@ def _fsdp_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
     comp = cat.lookup("optimizer", name) if isinstance(name, str) else None
     if comp is None or comp.extra.get("fsdp"):
         return []
-    fits = [n for n in cat.names("optimizer") if (c := cat.lookup("optimizer", n)) and c.extra.get("fsdp")]
+    fits = [n for n in cat.shown_names("optimizer") if (c := cat.lookup("optimizer", n)) and c.extra.get("fsdp")]
+    fits.append("an elementwise torch.optim class such as torch.optim.AdamW")
     return [Diagnostic("E600", f"optimizer {name} cannot run under distributed.strategy fsdp: it needs whole "
                                "weight matrices and FSDP gives each rank a shard of them",
                        loc.value_span(("distributed", "strategy")),
@@ -234,7 +242,7 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
                               "add `validation { every 500 steps; batches 10 }`"))
     if best:
         split, _, metric = best.partition(".")
-        metrics = known_metrics(data)
+        metrics = known_metrics(data, loc.path)
         if split not in metrics or metric not in metrics[split]:
             out.append(Diagnostic("E400", f"checkpoint.best.metric: unknown metric '{best}'",
                                   loc.value_span(("checkpoint", "best", "metric")),
