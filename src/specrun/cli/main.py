@@ -345,3 +345,7 @@ from specrun.cli.sweep import sweep_command  # noqa: E402
 
 main.add_command(sweep_command)
 
+from specrun.cli.components import components_command  # noqa: E402
+
+main.add_command(components_command)
+
