@@ -174,7 +174,9 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         seed=plan.seed, device=device, batch_size=plan.batch,
         rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
         cache_dir=str(Path(".specrun-cache")), run_dir=str(run_dir.path), log=console.say,
-        extras={"dataloader": st.get("dataloader") or {}},
+        extras={"dataloader": st.get("dataloader") or {},
+                "spec_dir": str(Path(plan.source).parent) if plan.source and not plan.source.startswith("<")
+                else "."},
     )
     task = with_spec_metrics(plan, _factory(plan, "task")(plan.components["task"]["params"], ctx), ctx)
     try:

@@ -46,7 +46,7 @@ def _kind(ds, what: str) -> str:
 class _Endless:
     """Index batches from micro-batch ``start`` on, forever: the sampler a resumed run rebuilds."""
 
-    def __init__(self, task: "OwnTask", start: int):
+    def __init__(self, task: "DatasetTask", start: int):
         self.task, self.start = task, start
 
     def __iter__(self):
@@ -54,39 +54,27 @@ class _Endless:
             yield self.task.indices(i)
 
 
-class OwnTask:
-    def __init__(self, code: dict, params: dict, ctx: Context):
-        self.code, self.ctx, self.params = code, ctx, dict(params)
-        self.what = f"task {code['reference']}"
-        self.fn = loader.import_code(code, self.what)
+class DatasetTask:
+    """A specrun Task over a training and an optional validation dataset."""
+
+    base: str | None = None  # the user's folder: their frames are the ones shown on failure
+
+    def __init__(self, ctx: Context, what: str):
+        self.ctx, self.what = ctx, what
         loading = ctx.extras.get("dataloader") or {}
         self.workers = int(loading.get("workers", 0))
         self.pin = bool(loading.get("pin_memory", False)) and getattr(ctx.device, "type", "cpu") == "cuda"
         self.metric_names: tuple[str, ...] = ()
         self._iter = None
         self._perm: tuple[int, torch.Tensor] | None = None
-        self._build()
 
-    # ---- the datasets -------------------------------------------------------------------
-
-    def _build(self) -> None:
-        try:
-            takes = inspect.signature(self.fn).parameters
-        except (TypeError, ValueError):
-            takes = {}
-        loader.check_settings(self.what, self.fn, self.params, supplied=("split",))
-        if "split" in takes:
-            self.train = loader.call(f"{self.what} (split train)", self.code.get("base"), self.fn,
-                                     split="train", **self.params)
-            self.val = loader.call(f"{self.what} (split val)", self.code.get("base"), self.fn,
-                                   split="val", **self.params)
-        else:
-            made = loader.call(self.what, self.code.get("base"), self.fn, **self.params)
-            self.train, self.val = self._splits(made)
-        if self.train is None:
+    def use(self, train, val) -> None:
+        if train is None:
             raise ComponentError(f"{self.what} gave no training data")
+        self.train, self.val = train, val
         self.train_kind = _kind(self.train, self.what)
         self.val_kind = _kind(self.val, self.what) if self.val is not None else None
+        self._perm = None
         if self.train_kind == "map":
             size = self._len(self.train, "training")
             per = self.ctx.batch_size * self.ctx.world_size
@@ -97,22 +85,11 @@ class OwnTask:
         else:
             self.per_epoch = None
 
-    def _splits(self, made):
-        if isinstance(made, Mapping):
-            unknown = set(made) - {"train", "val", "validation"}
-            if "train" not in made or unknown:
-                raise ComponentError(f"{self.what} returned a dict with keys {sorted(made)}; expected "
-                                     "'train' and optionally 'val'")
-            return made["train"], made.get("val", made.get("validation"))
-        if isinstance(made, tuple) and len(made) == 2:  # (train, val); a list is a dataset of samples
-            return made
-        return made, None
-
     def _len(self, ds, split: str) -> int:
         try:
             return len(ds)
         except Exception as exc:
-            raise loader.failure(f"{self.what}: len() of the {split} set failed", exc, self.code.get("base"))
+            raise loader.failure(f"{self.what}: len() of the {split} set failed", exc, self.base) from exc
 
     # ---- what the engine asks --------------------------------------------------------------
 
@@ -128,15 +105,13 @@ class OwnTask:
                     info[key] = value
         announced = getattr(self.train, "model_info", None)
         if callable(announced):
-            announced = loader.call(f"{self.what}: model_info()", self.code.get("base"), announced)
+            announced = loader.call(f"{self.what}: model_info()", self.base, announced)
         if isinstance(announced, Mapping):
             info.update(announced)
         return info
 
     def set_params(self, params: dict) -> None:
-        self.params.update(params)
-        self._perm = None
-        self._build()
+        raise ComponentError(f"{self.what} cannot change its settings during a run")
 
     def batches_per_epoch(self) -> int | None:
         return self.per_epoch
@@ -161,7 +136,7 @@ class OwnTask:
                           generator=self._generator(2, kwargs.pop("salt", 0)), **kwargs)
 
     def _stream(self, batches, split: str):
-        base = self.code.get("base")
+        base = self.base
         it = iter(batches)
         while True:
             try:
@@ -237,6 +212,45 @@ class OwnTask:
 
     def close(self) -> None:
         self._close_iter()
+
+
+class OwnTask(DatasetTask):
+    """The user's data function or class (``task "data.py:blobs" { size 256 }``)."""
+
+    def __init__(self, code: dict, params: dict, ctx: Context):
+        super().__init__(ctx, f"task {code['reference']}")
+        self.code, self.params, self.base = code, dict(params), code.get("base")
+        self.fn = loader.import_code(code, self.what)
+        self._build()
+
+    def _build(self) -> None:
+        try:
+            takes = inspect.signature(self.fn).parameters
+        except (TypeError, ValueError):
+            takes = {}
+        loader.check_settings(self.what, self.fn, self.params, supplied=("split",))
+        if "split" in takes:
+            train = loader.call(f"{self.what} (split train)", self.base, self.fn, split="train", **self.params)
+            val = loader.call(f"{self.what} (split val)", self.base, self.fn, split="val", **self.params)
+        else:
+            train, val = self._splits(loader.call(self.what, self.base, self.fn, **self.params))
+        self.use(train, val)
+
+    def _splits(self, made):
+        if isinstance(made, Mapping):
+            unknown = set(made) - {"train", "val", "validation"}
+            if "train" not in made or unknown:
+                raise ComponentError(f"{self.what} returned a dict with keys {sorted(made)}; expected "
+                                     "'train' and optionally 'val'")
+            return made["train"], made.get("val", made.get("validation"))
+        if isinstance(made, tuple) and len(made) == 2:  # (train, val); a list is a dataset of samples
+            return made
+        return made, None
+
+    def set_params(self, params: dict) -> None:
+        """A curriculum phase changed the data's settings: build the datasets again."""
+        self.params.update(params)
+        self._build()
 
 
 def build_task(code: dict, params: dict, ctx: Context) -> OwnTask:
