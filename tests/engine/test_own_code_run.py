@@ -169,3 +169,14 @@ def test_sigkill_and_resume_of_user_data_is_exact(own_project, tmp_path):
     resumed = _run(spec, killed)
     assert resumed.returncode == 0, resumed.stderr
     assert _losses(killed) == _losses(reference)
+
+
+def test_code_without_readable_signature_is_checked_when_the_run_starts(own_project, tmp_path):
+    (tmp_path / "project" / "ext.py").write_text(
+        "from torch import nn\n\n\nclass Wide(nn.Linear):\n    \"\"\"Its constructor is nn.Linear's.\"\"\"\n")
+    spec = own_project(SPEC.replace('"models.py:TinyNet" { width 32 }', '"ext.py:Wide" { out_features 3; bais false }'))
+    outcome = run_inproc(spec, tmp_path / "run")
+    assert outcome.status == "failed"
+    assert outcome.message == "model ext.py:Wide takes no setting 'bais'; did you mean 'bias'?"
+    good = own_project(SPEC.replace('"models.py:TinyNet" { width 32 }', '"ext.py:Wide" { out_features 3 }'))
+    assert run_inproc(good, tmp_path / "run2").status == "finished"
