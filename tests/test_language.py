@@ -47,7 +47,7 @@ def test_format_data_round_trips(spec, profile):
     """A run's spec.train (format_data of the checked data) means exactly what ran."""
     checked = load(str(spec), profile)
     text = format_data(checked.data)
-    again = check(parse(text, "spec.train"))
+    again = check(parse(text, str(spec.with_name("spec.train"))))  # beside it: code it names is found
     assert again.data == checked.data
     assert format_source(text) == text  # and it is already in the canonical layout
     assert again.hash == checked.hash
