@@ -108,6 +108,6 @@ def test_the_shapes_reference_spec_trains_from_files_next_to_it(tmp_path):
     done = subprocess.run(_specrun(["run", str(ROOT / "specs" / "shapes.train"), "--profile", "smoke",
                                     "--run-dir", str(run_dir), "--quiet"], tmp_path),
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr  # its smoke profile expects val.accuracy > 0.5
+    assert done.returncode == 0, done.stdout + done.stderr  # it expects val.accuracy > 0.8 by 4 epochs
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert "val.top2" in header
