@@ -74,14 +74,14 @@ def _metric_records() -> list[dict]:
 
 def _spec_components(spec: str) -> list[dict]:
     """The spec's own code, read from source."""
-    from specrun.spec.check import _metric_entries
+    from specrun.spec.own_rules import metric_entries
     from specrun.spec.document import locate
     from specrun.spec.owncode import CodeProblem, is_reference
     from specrun.spec.parse import parse, read_source
 
     data = locate(parse(read_source(spec), spec)).data
     named = [(kind, (data.get(kind) or {}).get("type")) for kind in cat.KINDS if isinstance(data.get(kind), dict)]
-    named += [("metrics", name) for _, name, _ in _metric_entries(data)]
+    named += [("metrics", name) for _, name, _ in metric_entries(data)]
     out = []
     for kind, name in named:
         if not is_reference(name):
