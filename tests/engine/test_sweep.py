@@ -77,6 +77,31 @@ def test_a_sweep_runs_its_budget_each_trial_a_run_named_by_its_settings(tmp_path
     assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE"] * 3
 
 
+def test_runs_groups_trials_under_their_sweep_best_first_and_plot_draws_the_sweep(tmp_path):
+    assert _sweep(tmp_path).exit_code == 0
+    base = str(tmp_path / "runs")
+    listed = CliRunner().invoke(main, ["runs", "--base", base])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0] == "sweep fast_test/sweep: minimize val.loss, 3 trials (budget 3): 3 finished"
+    assert lines[1].split() == ["TRIAL", "VAL.LOSS", "STATUS", "STEP", "SETTINGS", "DURATION", "RUN"]
+    ordered = sorted(_trials(tmp_path), key=lambda t: t["objective"])
+    assert [line.split()[0] for line in lines[2:]] == [str(t["number"]) for t in ordered]
+    assert [line.split()[-1] for line in lines[2:]] == [t["dir"].name for t in ordered]
+    as_json = json.loads(CliRunner().invoke(main, ["runs", "--base", base, "--json"]).output)
+    assert [r["trial"]["number"] for r in as_json] == [t["number"] for t in ordered]
+    assert all(r["status"] == "finished" and r["trial"]["sweep"] == "sweep" for r in as_json)
+    plotted = CliRunner().invoke(main, ["plot", "fast_test/sweeps/sweep", "--base", base,
+                                        "-o", str(tmp_path / "sweep.png")])
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from specrun.cli.sweep_plot import plot_sweep
+    from specrun.cli.sweep_runs import list_sweeps
+
+    fig_path, warnings = plot_sweep(list_sweeps(None, base)[0], tmp_path / "again.svg", ["accuracy"])
+    assert warnings == [] and "trial 0 val.accuracy" in fig_path.read_text()
+
+
 def test_summary_prints_the_best_settings_as_set_flags(tmp_path):
     assert _sweep(tmp_path).exit_code == 0
     again = _sweep(tmp_path, "--summary")
@@ -244,3 +269,26 @@ def test_a_killed_sweep_resumes_where_it_stopped(tmp_path):
     trials = _trials(tmp_path)
     assert [t["state"] for t in trials] == ["finished", "finished"], again.stdout
     assert trials[1]["dir"] == first[1]["dir"] and len(events(first[1]["dir"], "resume")) == 1
+
+
+@pytest.mark.slow
+def test_the_builtin_rule_sweep_beats_the_default_in_under_two_minutes(tmp_path, repo):
+    """The deliverable of docs/sweeps.md: the reference spec's own sweep, on a CPU."""
+    spec = repo / "specs" / "builtin_rule.train"
+    default = subprocess.run(specrun_cmd("run", spec, "--quiet"), env=env(), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert default.returncode == 0, default.stdout + default.stderr
+    (run_dir,) = [p for p in (tmp_path / "runs" / "builtin_rule").iterdir() if p.name != "sweeps"]
+    default_loss = events(run_dir, "validation")[-1]["metrics"]["loss"]
+
+    started = time.perf_counter()
+    swept = subprocess.run(specrun_cmd("sweep", spec), env=env(), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    seconds = time.perf_counter() - started
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    trials = [layout.read_trial(p) for p in layout.trial_dirs(tmp_path / "runs" / "builtin_rule" / "sweeps" / "sweep")]
+    best = min((t for t in trials if t["state"] == "finished"), key=lambda t: t["objective"])
+    print(f"default val.loss {default_loss:.4f}; best of {len(trials)} trials {best['objective']:.4f} "
+          f"({best['params']}) in {seconds:.0f}s")
+    assert len(trials) == 8 and best["objective"] < default_loss
+    assert seconds < 120

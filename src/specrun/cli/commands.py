@@ -82,7 +82,8 @@ def runs_command(spec, base, as_json):
 
     SPEC is a spec name or a .train file; without it, every spec's runs.
     A run whose process died without a word (SIGKILL, power loss) shows
-    as interrupted, not running.
+    as interrupted, not running. A sweep's trials follow, under their
+    sweep, the best first.
 
     \b
     Example:
@@ -90,19 +91,22 @@ def runs_command(spec, base, as_json):
       specrun runs specs/builtin_rule.train --json
     """
     from specrun.cli.runs import list_runs, render_table
+    from specrun.cli.sweep_runs import list_sweeps, render_sweep
 
     try:
-        found = list_runs(spec, base)
+        found, sweeps = list_runs(spec, base), list_sweeps(spec, base)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in found], indent=2))
+    if as_json:  # a sweep's trials follow the runs, each with its `trial` (best first per sweep)
+        trials = [r for group in sweeps for r in group.trials]
+        click.echo(json.dumps([r.to_json() for r in found + trials], indent=2))
         return
-    if not found:
+    if not found and not sweeps:
         where = Path(base) / spec if spec else Path(base)
         click.echo(f"no runs under {where}" if not spec else f"no runs of {spec} under {base}", err=True)
         return
-    click.echo(render_table(found))
+    tables = ([render_table(found)] if found else []) + [render_sweep(group) for group in sweeps]
+    click.echo("\n\n".join(tables))
 
 
 # ---- plot --------------------------------------------------------------------------------
@@ -120,7 +124,9 @@ def plot_command(runs, output, metrics, base):
     """Plot loss and the gate metrics of one or more runs against steps.
 
     RUN is a run directory, or a spec name (or .train file) meaning its latest
-    run; several runs are overlaid. Phase promotions are dotted vertical lines,
+    run; several runs are overlaid. A sweep's folder (runs/SPEC/sweeps/NAME, or
+    SPEC/sweeps/NAME under --base) draws its objective against trial number
+    above its trials' curves. Phase promotions are dotted vertical lines,
     gate thresholds dash-dot horizontal ones. Needs matplotlib:
     pip install 'specrun[plot]'.
 
@@ -128,10 +134,24 @@ def plot_command(runs, output, metrics, base):
     Example:
       specrun plot builtin_rule -o loss.png
       specrun plot runs/builtin_rule/RUN_A runs/builtin_rule/RUN_B --metric accuracy
+      specrun plot builtin_rule/sweeps/sweep -o sweep.png
     """
     from specrun.cli.plot import PlotError, PlotUnavailable, load, plot_runs
     from specrun.cli.runs import resolve_run
+    from specrun.cli.sweep_runs import find_sweep, read_sweep
 
+    sweep = find_sweep(runs[0], base) if len(runs) == 1 else None
+    if sweep is not None:
+        from specrun.cli.sweep_plot import plot_sweep
+
+        try:
+            written, warnings = plot_sweep(read_sweep(sweep), output, list(metrics))
+        except (PlotUnavailable, PlotError) as exc:
+            raise click.ClickException(str(exc)) from None
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"wrote {written}")
+        return
     try:
         dirs = [resolve_run(ref, base) for ref in runs]
     except FileNotFoundError as exc:

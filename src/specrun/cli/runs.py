@@ -41,6 +41,7 @@ class RunInfo:
     message: str = ""
     profile: str | None = None
     overrides: list = field(default_factory=list)  # the --set options the run was started with
+    trial: dict | None = None  # a sweep's trial: its trial.json (sweep, number, params, objective)
 
     def to_json(self) -> dict:
         out = asdict(self)
