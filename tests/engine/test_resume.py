@@ -134,21 +134,37 @@ def test_an_accepted_spec_change_to_the_optimizer_takes_effect(tmp_path, monkeyp
     assert {r["train.lr"] for r in rows if int(r["step"]) > 6} == {"0.001"}  # not the checkpoint's 0.01
 
 
-def test_a_latest_run_with_no_checkpoint_is_not_continued_in_place(tmp_path, monkeypatch, signal_at):
-    """A run that died before its first checkpoint: the next one gets its own folder and log."""
+@pytest.mark.parametrize("named", [False, True], ids=["resume-latest", "run-dir"])
+def test_a_run_killed_before_its_first_checkpoint_starts_again_in_place(tmp_path, monkeypatch, signal_at, named):
+    """A preempted job requeued with the same command: it starts from step 0 in the same folder;
+    what the first attempt wrote is kept and marked (an earlier segment, a restart event)."""
     monkeypatch.chdir(tmp_path)
     signal_at(2, signal.SIGINT)
     no_save = write_spec(tmp_path, FAST_SPEC.replace("resume latest", "resume latest\n  on_interrupt none"))
-    assert run_inproc(no_save).code == 130  # stopped at step 2, before the first checkpoint (step 4)
-    (first,) = _only_run(tmp_path)
-    assert run_inproc(no_save).code == 0
-    runs = sorted((tmp_path / "runs").glob("*/*"))
-    assert len(runs) == 2 and first in runs
+    run_dir = tmp_path / "run" if named else None
+    assert run_inproc(no_save, run_dir).code == 130  # stopped at step 2, before the first checkpoint (step 4)
+    (first,) = [run_dir] if named else _only_run(tmp_path)
+    assert run_inproc(no_save, run_dir).code == 0  # the same command again
+    assert named or _only_run(tmp_path) == [first]
     _, rows = csv_rows(first / "metrics.csv")
-    assert [r["step"] for r in rows] == ["1", "2"]  # the first run's log, untouched
-    # Named with --run-dir, such a folder is refused rather than mixed into
-    refused = run_inproc(no_save, first)
-    assert refused.code == 1 and "no checkpoint to continue from" in refused.message
+    assert [(r["segment"], r["step"]) for r in rows] == [("0", "1"), ("0", "2")] + [
+        ("1", str(step)) for step in range(1, 13)]
+    (restart,) = events(first, "restart")
+    assert restart["segment"] == 1 and "earlier attempt" in restart["message"]
+    assert [e["event"] for e in events(first)].count("start") == 2
+    assert json.loads((first / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_changed_spec_with_no_checkpoint_is_not_mixed_in(tmp_path, monkeypatch, signal_at):
+    monkeypatch.chdir(tmp_path)
+    signal_at(2, signal.SIGINT)
+    no_save = write_spec(tmp_path, FAST_SPEC.replace("resume latest", "resume latest\n  on_interrupt none"))
+    assert run_inproc(no_save, tmp_path / "run").code == 130
+    other = write_spec(tmp_path, no_save.read_text().replace("max_steps 12", "max_steps 8"), "other.train")
+    refused = run_inproc(other, tmp_path / "run")
+    assert refused.code == 1 and "another spec with no checkpoint to continue from" in refused.message
+    _, rows = csv_rows(tmp_path / "run" / "metrics.csv")
+    assert [r["step"] for r in rows] == ["1", "2"]  # untouched
 
 
 def test_an_interrupt_says_how_to_continue_a_resume_none_run(tmp_path, monkeypatch, signal_at):

@@ -1,8 +1,10 @@
 """The ``specrun`` command. Each subcommand is a thin shell around one stage.
 
-Exit codes: 0 success; 1 the specs are invalid / differ / the run failed;
-2 usage errors (click's own); 123 fmt could not format; 130 / 143 a run was
-interrupted by SIGINT / SIGTERM.
+Exit codes: 0 success; 1 the specs are invalid / differ / the run failed (a failed
+write, a full disk, a run directory another process is writing included);
+2 usage errors (click's own), and `diff` when a side cannot be read or parsed;
+123 fmt could not format; 130 / 143 a run (or any command) was interrupted by
+SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -73,7 +75,19 @@ def _complete_profiles(ctx, param, incomplete):
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Specrun(click.Group):
+    """Ctrl+C before a run has installed its own handlers (while torch imports, say) exits 130
+    like a Ctrl+C later on, not with click's "Aborted!" and 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Specrun, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="specrun")
 def main():
     """specrun: a training run as a reviewable file.
@@ -214,7 +228,8 @@ def diff_command(files, git_mode):
       specrun diff specs/savant.train savant      # what the latest run changed
     As a git diff driver (see README):
       git config diff.specrun.command "specrun diff --git"
-    Exit 0 when they mean the same, 1 when they differ.
+    Exit 0 when they mean the same, 1 when they differ, 2 when either side cannot be
+    read or parsed (its errors are printed; with --git, 0).
     """
     from specrun.spec.diff import diff
     from specrun.spec.parse import parse, read_source

@@ -9,6 +9,7 @@ task (its worker processes and shared memory) whatever happens.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from specrun.engine.checkpoint import Checkpointer, CheckpointError
 from specrun.engine.console import Console
 from specrun.engine.device import Unsupported
 from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
-from specrun.engine.rundir import CsvLog, RunDir, claim_new_run, latest_run, read_status, runs_root
+from specrun.engine.lock import RunLocked
+from specrun.engine.rundir import (CsvLog, RunDir, claim_new_run, latest_run, outputs_outside, read_status,
+                                   runs_root)
 from specrun.engine.sinks import open_log_sinks
 from specrun.engine.sinks.base import SinkUnavailable
 from specrun.engine.sinks.callback import Callback
@@ -73,37 +76,72 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
     else:
         path = None
     if path is None:
-        return RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir), explicit
+        return _locked(RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir)), explicit
+    if path.is_symlink() and not path.exists():
+        raise SpecChanged(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+                          "create that folder, or choose another --run-dir")
     if not (path / "plan.json").exists():
-        return RunDir(path, main, ck_dir), explicit
+        return _locked(RunDir(path, main, ck_dir)), explicit
     if resume == "none" or explicit is not None:
         raise SpecChanged(f"{path} already holds a run and this spec says `resume {resume}`: choose another "
                           "--run-dir, or continue it with --set checkpoint.resume=latest")
-    run_dir = RunDir(path, main, ck_dir)  # only rank 0 writes events, or mends an index
+    run_dir = _locked(RunDir(path, main, ck_dir))  # before reading: only the holder mends an index
+    try:
+        def warn(message: str) -> None:
+            say(f"warning: {message}")
+            run_dir.event("warning", 0, message=message)
 
-    def warn(message: str) -> None:
-        say(f"warning: {message}")
-        run_dir.event("warning", 0, message=message)
+        has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
+                                                         repair=main).candidates(warn))
+        old_hash = _spec_hash_of(path)
+        if not has_checkpoint:
+            if old_hash == plan.spec_hash:
+                # Killed before its first checkpoint (a preempted cluster job, requeued with the same
+                # command): start again from step 0 here. What the earlier attempt wrote stays, marked:
+                # its rows carry an earlier `segment`, and a `restart` event says where this one began.
+                run_dir.restart_segment = _next_segment(path)
+                say(f"{path} has no checkpoint to continue from: starting again from step 0 in it "
+                    f"(attempt {run_dir.restart_segment + 1}; the earlier rows and events are kept)")
+                return run_dir, explicit
+            run_dir.release()
+            if opts.run_dir:
+                raise SpecChanged(f"{path} holds a run of another spec with no checkpoint to continue from; "
+                                  "choose another --run-dir (nothing in that one is overwritten)")
+            say(f"the latest run {path} has no checkpoint to continue from and its spec differs: starting a new run")
+            return _locked(RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir)), explicit
+        if old_hash != plan.spec_hash:
+            lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
+            if not opts.allow_spec_change:
+                raise SpecChanged(f"the spec changed since run {path} began:\n  " + "\n  ".join(lines)
+                                  + "\nresume anyway with --allow-spec-change, or start fresh with --new")
+            say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
+            _record_spec_change(run_dir, plan, spec_data, lines)
+        return run_dir, path / ck_dir
+    except BaseException:
+        run_dir.release()  # refused: the lock goes with the answer
+        raise
 
-    has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
-                                                     repair=main).candidates(warn))
-    if not has_checkpoint:
-        # Nothing to continue from: going on in that folder would start at step 0 and mix two
-        # runs' logs in one metrics.csv.
-        if opts.run_dir:
-            raise SpecChanged(f"{path} holds a run with no checkpoint to continue from; choose another "
-                              "--run-dir (nothing in that one is overwritten)")
-        say(f"the latest run {path} has no checkpoint to continue from: starting a new run")
-        return RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir), explicit
-    old_hash = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
-    if old_hash != plan.spec_hash:
-        lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
-        if not opts.allow_spec_change:
-            raise SpecChanged(f"the spec changed since run {path} began:\n  " + "\n  ".join(lines)
-                              + "\nresume anyway with --allow-spec-change, or start fresh with --new")
-        say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
-        _record_spec_change(run_dir, plan, spec_data, lines)
-    return run_dir, path / ck_dir
+
+def _locked(run_dir: RunDir) -> RunDir:
+    """The run directory, with its one-writer lock taken (rank 0; the others only read)."""
+    if run_dir.main:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.take_lock()
+    return run_dir
+
+
+def _spec_hash_of(path: Path) -> str | None:
+    try:
+        found = json.loads((path / "plan.json").read_text(encoding="utf-8")).get("spec_hash")
+    except (OSError, ValueError, AttributeError):
+        return None  # unreadable: never taken for the same spec
+    return found if isinstance(found, str) else None
+
+
+def _next_segment(path: Path) -> int:
+    """One more than the last launch recorded in run.json (0 when it says nothing usable)."""
+    last = read_status(path).get("segment")
+    return last + 1 if isinstance(last, int) and not isinstance(last, bool) and 0 <= last < 10**6 else 1
 
 
 def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: list[str]) -> None:
@@ -162,15 +200,24 @@ def _install_signals(interrupt: Interrupt):
 def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
     console = Console(quiet=opts.quiet, enabled=main)
+    run_dir = None
     try:
         run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
         if dist is not None:  # every rank chooses before rank 0 creates: else a late rank finds a "run"
             dist.barrier()
         if not (run_dir.path / "plan.json").exists():
             run_dir.create(format_data(spec_data), plan.to_json())
-    except SpecChanged as exc:
+        outside = outputs_outside(run_dir.path, plan.settings)
+        if outside:
+            run_dir.release()
+            return Outcome("failed", 1, outside[0], 0)
+    except (SpecChanged, RunLocked) as exc:
+        if run_dir is not None:
+            run_dir.release()
         return Outcome("failed", 1, str(exc), 0)
     except OSError as exc:  # a read-only or full disk before anything ran: say where
+        if run_dir is not None:
+            run_dir.release()
         return Outcome("failed", 1, f"cannot create the run directory: {exc.strerror or exc}"
                                     + (f": {exc.filename}" if exc.filename else ""), 0)
     if main and plan.settings["log"].get("text"):
@@ -185,6 +232,11 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
             console.say(f"note: {note}")
             run_dir.event("note", 0, message=note)
         _resume(run, resume_from, console, opts.allow_spec_change)
+        if run_dir.restart_segment is not None:
+            run.counters.segment = run_dir.restart_segment
+            run_dir.event("restart", 0, segment=run.counters.segment,
+                          message="no checkpoint to continue from: started again from step 0; rows and "
+                                  "events before this one are an earlier attempt")
         if main:
             run_dir.sinks.add(MetricsCsv(CsvLog(run_dir.path / "metrics.csv", metric_columns(run))))
             if (extra := spec_csv(run)) is not None:
@@ -223,6 +275,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
                            phases=run.curriculum.phase_names() if run else {})
         run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
     run_dir.sinks.close()
+    run_dir.release()
     outcome.run_dir = str(run_dir.path)
     return outcome
 

@@ -28,6 +28,30 @@ STATUS = "run.json"
 STATUS_EVERY_S = 1.0  # how often progress (step, phases) reaches run.json
 
 
+# The run's own files: a symbolic link in their place could send a write anywhere.
+OWN_FILES = ("spec.train", "plan.json", "run.json", "metrics.csv", "events.jsonl", "error.txt")
+
+
+def outputs_outside(run_dir: Path, settings: dict) -> list[str]:
+    """What would be written outside ``run_dir`` through a symbolic link (a run directory copied
+    or edited by someone else): the spec's output paths (checked as text at validate time) and
+    the run's own files. Empty when everything stays inside."""
+    root = Path(run_dir).resolve()
+    named = [("checkpoint.dir", settings["checkpoint"].get("dir")), ("log.csv", settings["log"].get("csv")),
+             ("log.text", settings["log"].get("text")), ("profiler.dir", (settings.get("profiler") or {}).get("dir"))]
+    named += [(name, name) for name in OWN_FILES]
+    out = []
+    for setting, rel in named:
+        if not isinstance(rel, str):
+            continue
+        target = (root / rel).resolve()
+        if target != root and root not in target.parents:
+            what = f"{setting} {rel!r}" if setting != rel else rel
+            out.append(f"{what} in {run_dir} leads to {target}, outside the run directory (a symbolic link?): "
+                       "a run writes only inside its own directory")
+    return out
+
+
 def new_run_id() -> str:
     if os.environ.get("SPECRUN_RUN_ID"):  # set by the torchrun launcher: one name for all ranks
         return os.environ["SPECRUN_RUN_ID"]
@@ -113,11 +137,24 @@ class RunDir:
         self.checkpoint_dir = checkpoint_dir  # the spec's checkpoint.dir, relative to the run
         self.status: dict = {}
         self.host = socket.gethostname()
+        self.lock = None  # engine/lock.py's RunLock while this process writes here (rank 0)
+        self.restart_segment: int | None = None  # set when a run with no checkpoint starts again here
         # Where rows and events go (engine/sinks): events.jsonl from the start; metrics.csv,
         # TensorBoard and trackers are added once the run is set up. Rank 0 only.
         self.sinks = Sinks()
         if self.main:
             self.sinks.add(EventsFile(self.path / "events.jsonl"))
+
+    def take_lock(self) -> None:
+        from specrun.engine.lock import lock_run_dir
+
+        if self.lock is None:
+            self.lock = lock_run_dir(self.path)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @property
     def checkpoints(self) -> Path:

@@ -24,6 +24,7 @@ from specrun.spec.gates import (
 )
 from specrun.spec.messages import schema_diagnostics
 from specrun.spec.own_rules import code_problem, metrics_diagnostics, model_needs_diagnostics, unknown_hint
+from specrun.spec.paths import output_path_diagnostics
 from specrun.spec.values import Qty, describe
 
 # ---- components -----------------------------------------------------------------------
@@ -125,43 +126,6 @@ def _ref_at(data: dict, span: s.Span) -> tuple[str, ...]:
     return ("val",)
 
 
-_FILE_FIELDS = {"step", "epoch"}
-
-
-def _checkpoint_name_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
-    """File names a checkpoint is saved under: placeholders that exist, no way out of the folder."""
-    import string
-
-    ck = as_block(data.get("checkpoint"))
-    out = []
-    for path, value in ((("checkpoint", "name"), ck.get("name")), (("checkpoint", "final"), ck.get("final")),
-                        (("checkpoint", "best", "name"), as_block(ck.get("best")).get("name")),
-                        (("checkpoint", "dir"), ck.get("dir"))):
-        if not isinstance(value, str):
-            continue
-        where, key = loc.value_span(path), ".".join(path)
-        parts = value.replace("\\", "/").split("/")
-        if value.startswith("/") or ".." in parts:
-            out.append(Diagnostic("E203", f"{key} {value!r} must stay inside the run directory", where,
-                                  "a folder below the run directory" if path[-1] == "dir" else "a file name"))
-            continue
-        if path[-1] != "dir" and len(parts) > 1:
-            out.append(Diagnostic("E203", f"{key} {value!r} must be a file name", where,
-                                  "the folder is checkpoint.dir"))
-            continue
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
-        except ValueError as exc:
-            out.append(Diagnostic("E203", f"{key} {value!r}: {exc}", where, "placeholders are {step} and {epoch}"))
-            continue
-        unknown = sorted(fields - _FILE_FIELDS) if path[-1] != "dir" else sorted(fields)
-        if unknown:
-            out.append(Diagnostic("E203", f"{key} {value!r} names {{{unknown[0]}}}, which is not filled in", where,
-                                  "placeholders are {step} and {epoch}: e.g. \"neuro_sha_step_{step}.pt\""
-                                  if path[-1] != "dir" else "a folder name takes no placeholders"))
-    return out
-
-
 def _fsdp_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
     """FSDP hands the optimizer a shard of each weight: only elementwise optimizers can use it."""
     if as_block(data.get("distributed")).get("strategy") != "fsdp":
@@ -222,7 +186,7 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
             out.append(Diagnostic("E203", f"expect ... by must be more than 0, got {by}",
                                   loc.value_span(("expect", i, "by"))))
     out += _fsdp_diagnostics(loc, data)
-    out += _checkpoint_name_diagnostics(loc, data)
+    out += output_path_diagnostics(loc, data)
     kind = sched.get("type")
     if kind in ("cosine", "warmup_cosine") and unbounded:
         out.append(Diagnostic("E600", f"a {kind} schedule decays over the run's length: "
