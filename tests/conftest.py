@@ -80,3 +80,16 @@ def own_project(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny-tensor tests (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): a second thread only costs, and on a
+    shared 2-core machine it thrashes."""
+    import torch  # here, not at the top: the language tests never import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -40,7 +40,7 @@ def test_small_model_beats_the_copy_baseline(tmp_path):
                             task.model_info(), ctx)
         loss_fn = build_cross_entropy({}, ctx)
         opt = build_optimizer({"lr": 2e-3, "weight_decay": 0.0}, model, ctx)
-        assert notes and "32-bit AdamW" in notes[0]
+        assert type(opt).__name__ == "AdamW8bit", notes  # bitsandbytes (dev extra) steps on CPUs
         warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20))
         val = list(task.val_batches(4))
         baseline = copy_baseline_valid_rate(val)

@@ -15,13 +15,7 @@ from specrun.components.sha256 import trace as T
 from specrun.components.sha256.task import build_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: a second intra-op thread only costs, and on a shared 2-core box it thrashes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _digests(messages: list[bytes]) -> list[bytes]:

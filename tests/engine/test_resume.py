@@ -67,6 +67,33 @@ def test_interrupt_saves_and_the_rerun_resumes_exactly(tmp_path, monkeypatch, si
         assert torch.equal(w, expected[k]), k
 
 
+@pytest.mark.parametrize("optimizer", ["lion", "galore_adamw"])
+def test_bf16_optimizer_state_resumes_exactly(tmp_path, monkeypatch, signal_at, optimizer):
+    """bf16 moments are stored with stochastic rounding whose bits come from (seed, step,
+    parameter): a resumed run draws the same bits and ends bit for bit where the
+    uninterrupted one does."""
+    monkeypatch.chdir(tmp_path)
+    text = FAST_SPEC.replace("optimizer adamw { lr 0.01 }",
+                             f"optimizer {optimizer} {{\n  lr 0.003\n  state_dtype bf16\n}}")
+    assert text != FAST_SPEC
+    spec = write_spec(tmp_path, text)
+    assert run_inproc(spec, tmp_path / "reference").code == 0
+    signal_at(5)
+    assert run_inproc(spec, tmp_path / "run").code == 130
+    assert run_inproc(spec, tmp_path / "run").code == 0
+    assert _losses(tmp_path / "run") == _losses(tmp_path / "reference")
+    expected = _weights(tmp_path / "reference")
+    for k, w in _weights(tmp_path / "run").items():
+        assert torch.equal(w, expected[k]), k
+    # the moments too: Lion's signs would hide a different rounding for a few steps
+    moments = [torch.load(d / "checkpoints" / "final.pt", weights_only=True)["optimizer"]["state"]
+               for d in (tmp_path / "run", tmp_path / "reference")]
+    assert moments[0].keys() == moments[1].keys()
+    for i, state in moments[0].items():
+        assert state["exp_avg"].dtype == torch.bfloat16
+        assert torch.equal(state["exp_avg"], moments[1][i]["exp_avg"]), i
+
+
 def test_a_second_ctrl_c_stops_without_saving(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from specrun.engine.console import Console

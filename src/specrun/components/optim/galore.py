@@ -6,6 +6,12 @@ every ``update_every`` steps; the inner optimizer sees only the projected
 gradient (rank x n or m x rank), so its state is low-rank too; its update is
 projected back and multiplied by ``scale``.
 
+Which weights: those whose parameter name contains one of ``targets``
+(default ``["attn", "mlp"]``, the reference's ``target_modules_list``:
+attention and MLP weights), so embeddings and the output head are updated
+unprojected unless a target names them. Optimizers built directly (not from a
+spec) take ``galore_params``; None means every 2-D weight.
+
 Side, as in the reference implementation: if m >= n the projector is
 P = V[:, :r]^T [r, n] and R = G P^T [m, r], back-projection R P; otherwise
 P = U[:, :r] [m, r] and R = P^T G [r, n], back-projection P R. Parameters that
@@ -24,7 +30,9 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-GALORE_DEFAULTS = {"rank": 128, "update_every": 200, "scale": 0.25}
+from specrun.components.optim.rounding import store_state
+
+GALORE_DEFAULTS = {"rank": 128, "update_every": 200, "scale": 0.25, "targets": ["attn", "mlp"]}
 STATE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LEFT, RIGHT = 0, 1
 
@@ -34,14 +42,33 @@ def galore_config(raw: dict | None) -> dict | None:
     if raw is None or raw is False:
         return None
     cfg = {**GALORE_DEFAULTS, **dict(raw)}
-    if int(cfg["rank"]) < 1 or int(cfg["update_every"]) < 1 or float(cfg["scale"]) <= 0:
+    targets = cfg["targets"]
+    if (int(cfg["rank"]) < 1 or int(cfg["update_every"]) < 1 or float(cfg["scale"]) <= 0
+            or isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets)):
         raise ValueError(f"invalid galore settings {cfg}")
     return {"rank": int(cfg["rank"]), "update_every": int(cfg["update_every"]),
-            "scale": float(cfg["scale"])}
+            "scale": float(cfg["scale"]), "targets": list(targets)}
 
 
-def projects(p: torch.Tensor, cfg: dict | None) -> bool:
-    return cfg is not None and p.dim() == 2 and min(p.shape) > cfg["rank"]
+def galore_targets(model: torch.nn.Module, cfg: dict | None, ctx) -> list[torch.nn.Parameter] | None:
+    """The weights whose name contains one of ``cfg["targets"]``; None when GaLore is off.
+
+    Says so through ``ctx.note`` when GaLore is on and no 2-D weight matches (nothing
+    would be projected: a misspelt target should not pass silently).
+    """
+    if cfg is None:
+        return None
+    chosen = [p for name, p in model.named_parameters()
+              if p.dim() == 2 and any(t in name for t in cfg["targets"])]
+    if not chosen:
+        ctx.note(f"galore: no 2-D weight's name contains any of targets {cfg['targets']}; nothing is projected")
+    return chosen
+
+
+def projects(p: torch.Tensor, cfg: dict | None, targets: set[int] | None = None) -> bool:
+    """Project ``p``'s gradient? (on, a target, 2-D and both sides larger than the rank)"""
+    return (cfg is not None and p.dim() == 2 and min(p.shape) > cfg["rank"]
+            and (targets is None or id(p) in targets))
 
 
 def make_projector(grad: torch.Tensor, rank: int) -> tuple[torch.Tensor, int]:
@@ -82,7 +109,15 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class StatefulOptimizer(Optimizer):
-    """Optimizer whose state tensors keep their saved dtype through ``load_state_dict``."""
+    """Optimizer whose state tensors keep their saved dtype through ``load_state_dict``.
+
+    ``galore_params``: the weights GaLore may project (None: every 2-D weight). Kept
+    as identities, not in the state: the spec's ``targets`` choose them at every build.
+    """
+
+    def __init__(self, params, defaults: dict, galore_params=None):
+        super().__init__(params, defaults)
+        self.galore_params = None if galore_params is None else {id(p) for p in galore_params}
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict["state"]
@@ -112,14 +147,16 @@ class GaLoreAdamW(StatefulOptimizer):
     """AdamW (decoupled weight decay, bias-corrected moments) with optional GaLore projection."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, state_dtype: str = "fp32", galore: dict | None = None):
+                 weight_decay: float = 0.0, state_dtype: str = "fp32", galore: dict | None = None,
+                 galore_params=None, rounding_seed: int = 0):
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        state_dtype=state_dtype, galore=galore_config(galore))
-        super().__init__(params, defaults)
+                        state_dtype=state_dtype, galore=galore_config(galore),
+                        rounding_seed=int(rounding_seed))
+        super().__init__(params, defaults, galore_params)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -127,11 +164,14 @@ class GaLoreAdamW(StatefulOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        index = -1
         for group in self.param_groups:
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             wd, cfg = group["weight_decay"], group["galore"]
             sdt = STATE_DTYPES[group["state_dtype"]]
+            seed = group.get("rounding_seed", 0)
             for p in group["params"]:
+                index += 1
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
@@ -139,7 +179,7 @@ class GaLoreAdamW(StatefulOptimizer):
                 state = self.state[p]
                 if "step" not in state:
                     state["step"] = 0
-                low = projects(p, cfg)
+                low = projects(p, cfg, self.galore_params)
                 g = galore_grad(state, p.grad, cfg) if low else p.grad.float()
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(g, dtype=sdt)
@@ -148,8 +188,8 @@ class GaLoreAdamW(StatefulOptimizer):
                 t = state["step"]
                 m = state["exp_avg"].float().mul_(beta1).add_(g, alpha=1 - beta1)
                 v = state["exp_avg_sq"].float().mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                state["exp_avg"].copy_(m)
-                state["exp_avg_sq"].copy_(v)
+                store_state(state["exp_avg"], m, seed, t, index, "exp_avg")
+                store_state(state["exp_avg_sq"], v, seed, t, index, "exp_avg_sq")
                 m_hat = m / (1 - beta1 ** t)
                 v_hat = v / (1 - beta2 ** t)
                 update = m_hat / (v_hat.sqrt() + eps)
@@ -163,9 +203,7 @@ class GaLoreAdamW(StatefulOptimizer):
 
 def build_optimizer(params: dict, model: torch.nn.Module, ctx) -> GaLoreAdamW:
     """Catalog entry ``galore_adamw``: AdamW with GaLore on (``galore`` defaults filled)."""
-    galore = params.get("galore")
-    if galore is None:
-        galore = {}
+    galore = galore_config(params.get("galore") or {})
     return GaLoreAdamW(
         decay_groups(model, float(params.get("weight_decay", 0.0))),
         lr=float(params.get("lr", 1e-3)),
@@ -173,4 +211,6 @@ def build_optimizer(params: dict, model: torch.nn.Module, ctx) -> GaLoreAdamW:
         eps=float(params.get("eps", 1e-8)),
         state_dtype=params.get("state_dtype", "fp32"),
         galore=galore,
+        galore_params=galore_targets(model, galore, ctx),
+        rounding_seed=ctx.seed,
     )

@@ -6,9 +6,11 @@ Per parameter, with gradient g and momentum m::
     p      = p - lr * (update + weight_decay * p)
     m      = beta2 * m + (1 - beta2) * g
 
-One state buffer (Adam keeps two). ``state_dtype bf16`` stores m in bfloat16
-(the arithmetic is done in fp32 and rounded to nearest on store), halving it
-again. With ``galore { rank .. update_every .. scale .. }`` the gradient of
+One state buffer (Adam keeps two). ``state_dtype bf16`` stores m in bfloat16,
+halving it again: the arithmetic is done in fp32 and the result stored with
+deterministic stochastic rounding (see ``rounding``), since a round-to-nearest
+store stops m from moving once ``(1 - beta2) * |g - m|`` is below half a bf16
+step of m. With ``galore { rank .. update_every .. scale .. }`` the gradient of
 every large 2-D weight is projected to rank ``rank`` first (see ``galore``):
 m lives in the low-rank space, and the sign update is projected back and
 multiplied by ``scale``.
@@ -24,14 +26,17 @@ from specrun.components.optim.galore import (
     decay_groups,
     galore_config,
     galore_grad,
+    galore_targets,
     project_back,
     projects,
 )
+from specrun.components.optim.rounding import store_state
 
 
 class Lion(StatefulOptimizer):
     def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
-                 state_dtype: str = "fp32", galore: dict | None = None):
+                 state_dtype: str = "fp32", galore: dict | None = None, galore_params=None,
+                 rounding_seed: int = 0):
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not all(0.0 <= b < 1.0 for b in betas):
@@ -39,8 +44,9 @@ class Lion(StatefulOptimizer):
         if state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}")
         defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay,
-                        state_dtype=state_dtype, galore=galore_config(galore))
-        super().__init__(params, defaults)
+                        state_dtype=state_dtype, galore=galore_config(galore),
+                        rounding_seed=int(rounding_seed))
+        super().__init__(params, defaults, galore_params)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -48,11 +54,13 @@ class Lion(StatefulOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        index = -1
         for group in self.param_groups:
             lr, (beta1, beta2) = group["lr"], group["betas"]
             wd, cfg = group["weight_decay"], group["galore"]
             sdt = STATE_DTYPES[group["state_dtype"]]
             for p in group["params"]:
+                index += 1
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
@@ -60,7 +68,7 @@ class Lion(StatefulOptimizer):
                 state = self.state[p]
                 if "step" not in state:
                     state["step"] = 0
-                low = projects(p, cfg)
+                low = projects(p, cfg, self.galore_params)
                 g = galore_grad(state, p.grad, cfg) if low else p.grad.float()
                 if "exp_avg" not in state:
                     state["exp_avg"] = torch.zeros_like(g, dtype=sdt)
@@ -71,17 +79,21 @@ class Lion(StatefulOptimizer):
                 if wd:
                     p.mul_(1 - lr * wd)
                 p.add_(update.to(p.dtype), alpha=-lr)
-                state["exp_avg"].copy_(m.mul_(beta2).add_(g, alpha=1 - beta2))
+                store_state(state["exp_avg"], m.mul_(beta2).add_(g, alpha=1 - beta2),
+                            group.get("rounding_seed", 0), state["step"], index, "exp_avg")
                 state["step"] += 1
         return loss
 
 
 def build_optimizer(params: dict, model: torch.nn.Module, ctx) -> Lion:
     """Catalog entry ``lion``; ``galore`` absent (or null) means no projection."""
+    galore = galore_config(params.get("galore"))
     return Lion(
         decay_groups(model, float(params.get("weight_decay", 0.0))),
         lr=float(params.get("lr", 1e-4)),
         betas=tuple(params.get("betas", (0.9, 0.99))),
         state_dtype=params.get("state_dtype", "fp32"),
-        galore=params.get("galore"),
+        galore=galore,
+        galore_params=galore_targets(model, galore, ctx),
+        rounding_seed=ctx.seed,
     )

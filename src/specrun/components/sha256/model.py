@@ -46,9 +46,20 @@ WORD_BITS = 32
 class BitLinear(nn.Linear):
     """Linear layer with ternary weights (absmean) and optional absmax activation quantisation.
 
-    forward: ``w_q = round_clip(w / mean|w|, -1, 1) * mean|w|``; the layer computes with
-    ``w + (w_q - w).detach()``, i.e. ``w_q`` forward and the identity (straight-through
-    estimator) backward, so the latent full-precision ``w`` keeps learning.
+    As BitNet b1.58's reference code (``weight_quant`` / ``activation_quant``)::
+
+        s_w = 1 / mean|w|;          w_codes = round_clip(w * s_w, -1, 1)
+        s_x = qmax / max|x| (per token);  x_codes = round_clip(x * s_x, -qmax - 1, qmax)
+        y   = (x_codes @ w_codes^T) / (s_x * s_w) + bias
+
+    with straight-through estimators: forward uses the codes, backward the identity,
+    so the latent full-precision ``w`` keeps learning.
+
+    Both quantisers run in fp32 whatever the input dtype or autocast: in bf16,
+    ``x * s_x`` lands on the wrong side of a rounding boundary for about 10 % of
+    8-bit codes. The matrix product then takes the integer codes themselves (exact
+    in bf16 and fp16) and the scales are applied after it, so under autocast the
+    only rounding left is the product's own.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
@@ -57,24 +68,47 @@ class BitLinear(nn.Linear):
         self.activation_bits = int(activation_bits)
         self.eps = eps
 
+    def weight_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes in {-1, 0, 1}, scale s_w) in fp32, no gradient: w ~ codes / s_w."""
+        w = self.weight.detach().float()
+        scale = 1.0 / w.abs().mean().clamp(min=self.eps)
+        return (w * scale).round().clamp(-1, 1), scale
+
+    def activation_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(integer codes, per-token scale s_x) in fp32, no gradient: x ~ codes / s_x."""
+        qmax = 2 ** (self.activation_bits - 1) - 1
+        x = x.detach().float()
+        scale = qmax / x.abs().amax(dim=-1, keepdim=True).clamp(min=self.eps)
+        return (x * scale).round().clamp(-qmax - 1, qmax), scale
+
     def quantized_weight(self) -> torch.Tensor:
         """The ternary weight times its scale (what forward multiplies by), no STE."""
-        w = self.weight
-        scale = w.abs().mean().clamp(min=self.eps)
-        return (w / scale).round().clamp(-1, 1) * scale
+        codes, scale = self.weight_codes()
+        return (codes / scale).to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        w = w + (self.quantized_weight() - w).detach()
+        w_codes, scale = self.weight_codes()
+        w = _straight_through(self.weight, scale, w_codes)
         if self.activation_bits:
-            qmax = 2 ** (self.activation_bits - 1) - 1
-            scale = qmax / x.abs().amax(dim=-1, keepdim=True).clamp(min=self.eps)
-            xq = (x * scale).round().clamp(-qmax - 1, qmax) / scale
-            x = x + (xq - x).detach()
-        return F.linear(x, w, self.bias)
+            x_codes, x_scale = self.activation_codes(x)
+            x = _straight_through(x, x_scale, x_codes)
+            scale = scale * x_scale
+        y = F.linear(x, w)  # integer codes: exact in any dtype autocast picks
+        y = (y.float() / scale).to(y.dtype)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", ternary, activation_bits={self.activation_bits}"
+
+
+def _straight_through(t: torch.Tensor, scale: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``codes`` forward, ``t * scale`` backward, in ``t``'s dtype (fp32 arithmetic in between).
+
+    ``t * scale`` lies within 0.5 of its code (or beyond the clip), so the subtraction
+    and the addition are exact: the forward value is exactly the integer code.
+    """
+    scaled = t.float() * scale
+    return (scaled + (codes - scaled).detach()).to(t.dtype)
 
 
 class SparseLogicTransformer(nn.Module):
