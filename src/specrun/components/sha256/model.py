@@ -58,8 +58,8 @@ class BitLinear(nn.Linear):
     Both quantisers run in fp32 whatever the input dtype or autocast: in bf16,
     ``x * s_x`` lands on the wrong side of a rounding boundary for about 10 % of
     8-bit codes. The matrix product then takes the integer codes themselves (exact
-    in bf16 and fp16) and the scales are applied after it, so under autocast the
-    only rounding left is the product's own.
+    in bf16 and fp16) and the scales are applied after it in fp32, so under autocast
+    the only roundings left are those of the product's output and of its rescaling.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
