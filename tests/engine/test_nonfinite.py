@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -78,7 +79,11 @@ def test_helpers_skip_a_nan_step_without_touching_weights(tmp_path):
         assert float(state["step"]) == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
 
 
-def test_one_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("skip_on", ["host", "device"])
+def test_one_nan_step_is_skipped_and_counted(tmp_path, monkeypatch, skip_on):
+    """On the CPU the flag is read on the host; on a GPU fused AdamW skips with found_inf."""
+    if skip_on == "device":
+        monkeypatch.setattr(Readout, "free_reads", ())
     monkeypatch.chdir(tmp_path)
     _poison(monkeypatch, {4})  # micro-batches 4 and 5 make optimizer step 3
     calls = _record_steps(monkeypatch)

@@ -161,9 +161,11 @@ def _optimizer_step(run: Run, nonfinite: torch.Tensor) -> None:
 
     Without a host sync when the optimizer skips on the device (``skips_on_device``):
     the update kernels leave weights, moments and step counts as they were. Any other
-    optimizer needs the decision on the host, which costs one sync per step.
+    optimizer needs the decision on the host, which costs one sync per step. On the CPU
+    the flag is read on the host: nothing to wait for there, and cheaper than found_inf.
     """
     opt, scaler = run.optimizer, run.precision.scaler
+    on_host = run.readout is None or run.readout.on_host
     if scaler is not None:
         # Our flag joins the scaler's (set by unscale_ in _clip): a non-finite loss is skipped as
         # an overflow is. The scaler then skips on the device (fused) or reads the flag itself.
@@ -171,13 +173,13 @@ def _optimizer_step(run: Run, nonfinite: torch.Tensor) -> None:
             torch.maximum(found, nonfinite.to(found.device), out=found)
         scaler.step(opt)
         scaler.update()
-    elif skips_on_device(opt):
+    elif skips_on_device(opt) and not on_host:
         opt.grad_scale, opt.found_inf = None, nonfinite
         try:
             opt.step()
         finally:
             del opt.grad_scale, opt.found_inf
-    elif not nonfinite.item():  # a per-step decision: this optimizer cannot skip on the device
+    elif not nonfinite.item():  # on the CPU, or an optimizer that cannot skip on the device
         opt.step()
     opt.zero_grad(set_to_none=True)
 
@@ -185,11 +187,14 @@ def _optimizer_step(run: Run, nonfinite: torch.Tensor) -> None:
 def _save(run: Run, kind: str) -> None:
     read_back(run)  # counters, history and window as of this step
     state = snapshot(run)  # every rank: gathering FSDP shards is a collective
-    if not run.main:
+    collective = getattr(run.checkpointer.store, "every_rank_writes", False)  # sharded: each rank writes
+    if not (run.main or collective):
         return
     c = run.counters
     epoch = int(c.micro // run.per_epoch) if run.per_epoch else 0
     saved = run.checkpointer.save(state, kind, c.step, epoch)
+    if not run.main:
+        return
     run.dir.event("checkpoint", c.step, kind=kind, file=saved.path.name, bytes=saved.bytes,
                   seconds=round(saved.seconds, 4))
     run.console.say(f"checkpoint {saved.path.name} ({saved.bytes / 1e6:.2f} MB, {saved.seconds:.2f}s)")
@@ -263,11 +268,9 @@ def reads_train_series(run: Run) -> bool:
     return best.startswith("train.") or any(ref.startswith("train.") for g in gates for ref in series_refs(g.expr))
 
 
-def _reads_now(run: Run, step: int, epoch_done: int | None) -> bool:
+def _reads_now(run: Run, step: int, due: dict) -> bool:
     """A log row, a validation (its row), a checkpoint or an expectation falls on this step."""
-    every = run.every
-    return _due(every, "log", step, epoch_done) or _due(every, "validation", step, epoch_done) \
-        or _due(every, "checkpoint", step, epoch_done) or any(
+    return due.get("log") or due.get("validation") or due.get("checkpoint") or any(
             exp.get("by") is not None and step >= exp["by"] and i not in run.expectations_checked
             for i, exp in enumerate(run.plan.settings.get("expect", [])))
 
@@ -438,6 +441,9 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
     window = run.window  # saved in checkpoints: a resumed run's first row averages what it would have
     readout = run.readout = Readout(run.ctx.device)
     run.reads_every_step = reads_train_series(run)
+    plan = run.plan  # a spec without gates skips their evaluation (and its bookkeeping) entirely
+    has_gates = bool(plan.switches or plan.settings.get("expect") or plan.settings.get("stop") is not None
+                     or any(p.promote for a in plan.axes for p in a.phases))
     key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
     epoch_seen = c.micro // run.per_epoch if run.per_epoch else 0
 
@@ -500,22 +506,23 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
         epoch_done = None
         if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
             epoch_done = epoch_seen = c.micro // run.per_epoch
-        if run.reads_every_step or _reads_now(run, c.step, epoch_done):
+        due = {section: _due(every, section, c.step, epoch_done) for section in every}
+        if run.reads_every_step or _reads_now(run, c.step, due):
             read_back(run)
 
         # 5. validation (before the gates, so they read this step's val metrics)
         val = None
-        if _due(every, "validation", c.step, epoch_done):
+        if due.get("validation"):
             val = validate(run)
             if _best_improved(run):
                 _save(run, "best")
 
         # 6. gates: once per step, so at most one promotion per axis per step
-        stop_reason = _gates(run)
+        stop_reason = _gates(run) if has_gates else None
         pruned = watch(run) if watch is not None and stop_reason is None else None
 
         # 7. memory guard
-        if _due(every, "memory", c.step, epoch_done) and run.guard.active:
+        if due.get("memory") and run.guard.active:
             report = run.guard.check(run.console.say, lambda action, **fields: run.dir.event(
                 "memory_guard", c.step, action=action, **fields))
             if report.still_over and run.guard.still_over_action == "save_and_stop":
@@ -528,9 +535,9 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
             _epoch_report(run, epoch_done)
 
         # 8. log row, then checkpoint: a kill between the two must not lose the row
-        if val is not None or (window.count and _due(every, "log", c.step, epoch_done)):
+        if val is not None or (window.count and due.get("log")):
             _log_row(run, window, val)
-        if _due(every, "checkpoint", c.step, epoch_done):
+        if due.get("checkpoint"):
             _save(run, "regular")
 
         # 9. console

@@ -19,9 +19,14 @@ SKIP = "_skip"  # the key of the non-finite flag among a step's pending values
 
 
 class Readout:
+    # Devices whose tensors live in host memory: reading a flag there waits for nothing (no
+    # queue of kernels to drain) and costs less than handing it to the optimizer's kernels.
+    free_reads = ("cpu",)
+
     def __init__(self, device: torch.device):
         self.pending: list[tuple[int, float, list[str], list[torch.Tensor]]] = []  # step, lr, names, values
         self._one = torch.ones((), device=device)
+        self.on_host = device.type in self.free_reads
 
     def nonfinite(self, loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
         """1.0 (float, on the device) if the loss or the gradient norm is NaN or infinite, else 0.0.
