@@ -1,7 +1,7 @@
 """Two CPU processes on gloo: same losses as one process, kill-and-resume, a dead rank ends the run.
 
 Each for DDP and for FSDP (fully_shard: each rank holds half of every weight and
-its optimizer state; the checkpoint is the gathered full state dict).
+its optimizer state, and writes its own shards of each checkpoint through DCP).
 """
 
 import csv
@@ -12,6 +12,7 @@ import time
 
 import psutil
 import pytest
+import torch
 
 from .conftest import env, specrun_cmd
 
@@ -61,22 +62,42 @@ def test_two_processes_match_one_with_the_same_global_batch(spec, tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp_checkpoint_holds_the_full_weights_and_resumes_on_another_world_size(tmp_path):
-    import torch
+def test_fsdp_checkpoints_are_sharded_and_resume_on_another_world_size(tmp_path):
+    """Each rank writes its own shards; 2 -> 1 and 1 -> 2 processes load them exactly (resharded)."""
+    from specrun.engine.sharded import full_state_dict
 
     path = tmp_path / "fsdp.train"
     path.write_text(SPEC.replace("strategy ddp", "strategy fsdp"))
     two = _run(path, tmp_path / "run")
     assert two.returncode == 0, two.stderr
-    state = torch.load(tmp_path / "run" / "checkpoints" / "final.pt", weights_only=True)
-    assert state["model"]["net.0.weight"].shape == (32, 8)  # gathered, not rank 0's half
-    assert state["world_size"] == 2
-    # The full state dict does not depend on the world size: one process may go on from it,
-    # when told to (each rank's data shard changes, so it is not the run it would have been).
-    one = ("--set", "max_steps=20", "--set", "distributed.nproc_per_node=1")
-    refused = _run(path, tmp_path / "run", *one)
+    final = tmp_path / "run" / "checkpoints" / "final.pt"
+    assert {"__0_0.distcp", "__1_0.distcp"} <= set(os.listdir(final))  # no gather: each rank its shards
+    saved = full_state_dict(final)  # whole again, offline, in this process
+    assert saved["model"]["net.0.weight"].shape == (32, 8) and saved["world_size"] == 2
+
+    def same_state(state):
+        for part in ("model",):
+            for k, v in saved[part].items():
+                assert torch.equal(state[part][k], v), k
+        for fqn, slots in saved["optimizer"]["state"].items():
+            for key, v in slots.items():
+                assert torch.equal(torch.as_tensor(state["optimizer"]["state"][fqn][key]), torch.as_tensor(v))
+
+    one = ("--set", "distributed.nproc_per_node=1")
+    refused = _run(path, tmp_path / "run", *one)  # each rank's data shard would change: said, not done
     assert refused.returncode == 1 and "--allow-spec-change" in refused.stderr, refused.stderr
-    longer = _run(path, tmp_path / "run", *one, "--allow-spec-change")
+    # 2 -> 1 at the last step: the single process writes back exactly what it loaded
+    down = _run(path, tmp_path / "run", *one, "--allow-spec-change")
+    assert down.returncode == 0, down.stderr
+    assert full_state_dict(final)["world_size"] == 1
+    same_state(full_state_dict(final))
+    # 1 -> 2: the same again, from the single process's checkpoint
+    up = _run(path, tmp_path / "run", "--allow-spec-change")
+    assert up.returncode == 0, up.stderr
+    assert full_state_dict(final)["world_size"] == 2
+    same_state(full_state_dict(final))
+    # and training goes on from it on one process
+    longer = _run(path, tmp_path / "run", *one, "--set", "max_steps=20", "--allow-spec-change")
     assert longer.returncode == 0, longer.stderr
     assert max(_losses(tmp_path / "run")) == 20
 

@@ -194,6 +194,8 @@ class Checkpointer:
         entries = [e for e in self.index() if e["file"] != name]  # before the write: a first save finds none
         started = time.perf_counter()
         fingerprint = self.store.save(name, state)
+        if not self.repair:  # another rank's part of a sharded save: rank 0 records it
+            return Saved(self.dir / name, step, kind, 0, time.perf_counter() - started)
         entry = {"file": name, "step": step, "epoch": epoch, "kind": kind, **fingerprint, "time": time.time()}
         entries.append(entry)
         try:

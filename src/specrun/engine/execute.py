@@ -27,6 +27,7 @@ from specrun.engine.sinks.base import SinkUnavailable
 from specrun.engine.sinks.callback import Callback
 from specrun.engine.sinks.csv import MetricsCsv, spec_csv
 from specrun.engine.setup import SetupError, setup
+from specrun.engine.sharded import ShardedStore, sharded
 from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.store import FileStore
 from specrun.spec.fmt import format_data
@@ -91,8 +92,9 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
             say(f"warning: {message}")
             run_dir.event("warning", 0, message=message)
 
+        store = ShardedStore(path / ck_dir) if sharded(plan) else None
         has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
-                                                         repair=main).candidates(warn))
+                                                         repair=main, store=store).candidates(warn))
         old_hash = _spec_hash_of(path)
         if not has_checkpoint:
             if old_hash == plan.spec_hash:
@@ -291,7 +293,8 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
 
     if resume_from.is_dir():
         found = run.checkpointer.load_latest(warn) if resume_from == run.checkpointer.dir else \
-            Checkpointer.from_settings(resume_from, ck, repair=run.main).load_latest(warn)
+            Checkpointer.from_settings(resume_from, ck, repair=run.main, store=_store_like(run, resume_from)
+                                       ).load_latest(warn)
         if found is None:
             raise CheckpointError(f"no loadable checkpoint in {resume_from}")
         state, path = found
@@ -317,6 +320,12 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
                 + (" (resume_phase start)" if ck["resume_phase"] == "start" else ""))
     run.dir.event("resume", run.counters.step, checkpoint=str(path), phases=names,
                   resume_phase=ck["resume_phase"])
+
+
+def _store_like(run, directory: Path):
+    """The run's kind of checkpoint store, reading another directory (None: one file per checkpoint)."""
+    store = run.checkpointer.store
+    return ShardedStore(directory, store.template, store.dist) if isinstance(store, ShardedStore) else None
 
 
 def _with_profiler(run, opts: Options, body):

@@ -26,6 +26,7 @@ from specrun.engine.guard import MemoryGuard
 from specrun.engine.history import History, window_sizes
 from specrun.engine.rundir import RunDir
 from specrun.engine.schedule import build_scheduler
+from specrun.engine.sharded import ShardedStore, live_template, sharded
 from specrun.engine.window import Window
 from specrun.plan import Plan, resolve_span
 from specrun.spec.values import Qty
@@ -210,7 +211,10 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
             needs[0].setdefault(best["metric"], 1)  # the best checkpoint reads its metric's history
         if plan.trial:
             needs[0].setdefault(plan.trial["objective"], 1)  # a sweep reports its objective as it goes
-        checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck, repair=run_dir.main)
+        store = None  # one torch.save file per checkpoint, written by rank 0
+        if sharded(plan):  # FSDP: each rank writes its own shards
+            store = ShardedStore(run_dir.checkpoints, lambda: live_template(model, optimizer), dist)
+        checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck, repair=run_dir.main, store=store)
         guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
         every = _resolve_every(plan, total, steps_per_epoch)
         val_batches = _val_batches(plan, task)

@@ -30,7 +30,16 @@ def _fsdp(run: Run) -> bool:
     return run.dist is not None and run.dist.strategy == "fsdp"
 
 
+def _sharded(run: Run) -> bool:
+    """Checkpoints through DCP (engine/sharded.py): each rank keeps and writes its own shards."""
+    return getattr(run.checkpointer.store, "every_rank_writes", False)
+
+
 def _model_state(run: Run) -> dict:
+    if _sharded(run):  # this rank's shards (DTensors under FSDP), nothing gathered
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(run.model)
     if _fsdp(run):  # a collective: every rank takes part, rank 0 gets the full tensors
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -39,6 +48,10 @@ def _model_state(run: Run) -> dict:
 
 
 def _optimizer_state(run: Run) -> dict:
+    if _sharded(run):
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(run.model, run.optimizer)
     if _fsdp(run):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -47,8 +60,12 @@ def _optimizer_state(run: Run) -> dict:
     return run.optimizer.state_dict()
 
 
-def _load_model(run: Run, state: dict) -> None:
-    if _fsdp(run):
+def _load_model(run: Run, state: dict, sharded: bool) -> None:
+    if sharded:  # keyed by parameter name, this rank's shards: any world size, FSDP or not
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(run.model, state)
+    elif _fsdp(run):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(run.train_model, state, options=StateDictOptions(full_state_dict=True))
@@ -56,8 +73,14 @@ def _load_model(run: Run, state: dict) -> None:
         run.model.load_state_dict(state)
 
 
-def _load_optimizer(run: Run, state: dict) -> None:
-    if _fsdp(run):
+def _load_optimizer(run: Run, state: dict, sharded: bool) -> None:
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        if not state:
+            raise ValueError("the checkpoint holds no state for this optimizer")
+        set_optimizer_state_dict(run.model, run.optimizer, state)
+    elif _fsdp(run):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(run.train_model, run.optimizer, state,
@@ -138,7 +161,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: 
                                 + f". Resume with {saved} process(es), or go on anyway with --allow-spec-change")
         warn("world_size", message)
     try:
-        _load_model(run, state["model"])
+        _load_model(run, state["model"], bool(state.get("sharded")))
     except RuntimeError as exc:
         raise ResumeRefused(f"the checkpoint's weights do not fit this model: {str(exc).splitlines()[0]}") from None
     # What the spec says of each group (lr, betas, weight decay...): a checkpoint restores the
@@ -149,7 +172,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: 
         saved_type = state.get("optimizer_type")
         if saved_type not in (None, run.plan.components["optimizer"]["type"]):
             raise ValueError(f"it belongs to optimizer {saved_type}")
-        _load_optimizer(run, state["optimizer"])
+        _load_optimizer(run, state["optimizer"], bool(state.get("sharded")))
         run.scheduler.load_state_dict(state["scheduler"])
         for group, settings, base in zip(run.optimizer.param_groups, spec_groups, run.initial_lrs):
             group.update(settings, initial_lr=base)
