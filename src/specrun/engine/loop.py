@@ -265,7 +265,8 @@ def reads_train_series(run: Run) -> bool:
     if plan.settings.get("stop") is not None:
         gates.append(plan.settings["stop"])
     best = (plan.settings["checkpoint"].get("best") or {}).get("metric", "")
-    return best.startswith("train.") or any(ref.startswith("train.") for g in gates for ref in series_refs(g.expr))
+    objective = (plan.trial or {}).get("objective", "")  # a sweep trial reports it after every step
+    return best.startswith("train.") or objective.startswith("train.") or any(ref.startswith("train.") for g in gates for ref in series_refs(g.expr))
 
 
 def _reads_now(run: Run, step: int, due: dict) -> bool:
