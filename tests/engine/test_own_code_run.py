@@ -180,3 +180,36 @@ def test_code_without_readable_signature_is_checked_when_the_run_starts(own_proj
     assert outcome.message == "model ext.py:Wide takes no setting 'bais'; did you mean 'bias'?"
     good = own_project(SPEC.replace('"models.py:TinyNet" { width 32 }', '"ext.py:Wide" { out_features 3 }'))
     assert run_inproc(good, tmp_path / "run2").status == "finished"
+
+
+def test_a_module_that_does_not_import(own_project, tmp_path):
+    (tmp_path / "project" / "needs.py").write_text(
+        "import helpers_that_are_not_there\n\n\nclass Net:\n    def __init__(self, in_features, classes):\n"
+        "        pass\n")
+    spec = own_project(SPEC.replace('"models.py:TinyNet" { width 32 }', '"needs.py:Net"'))
+    outcome = run_inproc(spec, tmp_path / "run")
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("model needs.py:Net: importing needs failed: ModuleNotFoundError: "
+                                      "No module named 'helpers_that_are_not_there'")
+    assert "needs.py:1 in <module>" in outcome.message and "Traceback" not in outcome.message
+    gone = own_project(SPEC.replace('"models.py:TinyNet" { width 32 }', '"nowhere_lib.nets:Net"'))
+    outcome = run_inproc(gone, tmp_path / "run2")
+    assert outcome.status == "failed" and "model nowhere_lib.nets:Net: no module nowhere_lib.nets" in outcome.message
+
+
+@pytest.mark.slow
+def test_user_data_on_two_processes_matches_one_with_the_same_global_batch(own_project, tmp_path):
+    from .test_distributed import _losses as dist_losses, _run as dist_run
+
+    spec = own_project(SPEC.replace("max_steps 24", "max_steps 8").replace("batch 16", "batch 8")
+                       .replace("validation { every 8 steps; batches all }", "")
+                       .replace("expect train.accuracy > 0.4", "")
+                       + "distributed { strategy ddp; nproc_per_node 2; backend gloo }\n")
+    two = dist_run(spec, tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    one = dist_run(spec, tmp_path / "one", "--set", "batch=16", "--set", "distributed.nproc_per_node=1")
+    assert one.returncode == 0, one.stderr
+    a, b = dist_losses(tmp_path / "two"), dist_losses(tmp_path / "one")
+    assert a.keys() == b.keys() == set(range(1, 9))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step

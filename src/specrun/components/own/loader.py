@@ -33,7 +33,7 @@ def import_code(code: dict, what: str):
     except ComponentError:
         raise
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
             raise ComponentError(f"{what}: no module {module_name} (looked in {base} and the environment)") from None
         raise failure(f"{what}: importing {module_name} failed", exc, base) from exc
     except BaseException as exc:
