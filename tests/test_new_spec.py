@@ -110,3 +110,15 @@ def test_an_output_that_cannot_be_written_is_one_line(workdir):
     result = CliRunner().invoke(new_command, ["mine", "--from", "ref_rule", "-o", "blocker/mine.train"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "cannot write" in result.output
+
+
+def test_new_from_a_spec_with_its_own_code_copies_the_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(new_command, ["mine", "--from", "shapes", "-o", "exp/mine.train"])
+    assert result.exit_code == 0, result.output
+    for name in ("shapes_data.py", "shapes_models.py"):
+        assert (tmp_path / "exp" / name).read_text() == (ROOT / "specs" / name).read_text()
+    (tmp_path / "exp" / "shapes_models.py").write_text("# mine now\n" + (ROOT / "specs" / "shapes_models.py").read_text())
+    again = CliRunner().invoke(new_command, ["mine2", "--from", "shapes", "-o", "exp/mine2.train"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "exp" / "shapes_models.py").read_text().startswith("# mine now")  # never overwritten

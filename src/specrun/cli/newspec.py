@@ -85,12 +85,47 @@ def new_spec(name: str, reference: str, output: str | Path | None = None,
     text = renamed(read_source(str(source)), str(source), name)
     from specrun.spec.parse import parse
 
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copied = copy_own_code(text, source, target)
     diagnostics = check_all_profiles(parse(text, str(target)))
     if diagnostics:
+        for path in copied:  # nothing is left behind by a spec that is not written
+            path.unlink()
         raise SpecError(diagnostics, {str(target): text})
-    target.parent.mkdir(parents=True, exist_ok=True)
     # "x": create, never overwrite, even if the file appeared since the check above
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
     return target
+
+
+def copy_own_code(text: str, source: Path, target: Path) -> list[Path]:
+    """The files of the user's own code the reference names (``model "shapes_models.py:SmallCNN"``),
+    copied beside the new spec where they are not there yet. Returns what was copied."""
+    import shutil
+
+    from specrun.spec.document import locate
+    from specrun.spec.own_rules import metric_entries
+    from specrun.spec.owncode import CodeProblem, is_reference, locate as locate_code
+    from specrun.spec.parse import parse
+
+    data = locate(parse(text, str(source))).data
+    names = [(data.get(k) or {}).get("type") for k in ("task", "model", "loss", "optimizer")
+             if isinstance(data.get(k), dict)] + [name for _, name, _ in metric_entries(data)]
+    copied = []
+    for name in names:
+        if not is_reference(name):
+            continue
+        try:
+            found = locate_code(name, str(source))
+        except CodeProblem:
+            continue
+        if found.module is not None or found.file is None:
+            continue  # a module: importable from wherever the new spec lives
+        rel = found.file.relative_to(found.base)
+        dest = target.parent / rel
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(found.file, dest)
+            copied.append(dest)
+    return copied
