@@ -63,6 +63,7 @@ def test_the_walk_in_docs_own_code(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert plan.returncode == 0, plan.stderr
     assert "models.py:TinyNet" in plan.stdout and str(folder / "models.py") in plan.stdout
+    assert "from the data: in_features, classes" in plan.stdout
 
     # run, and press Ctrl+C once a checkpoint is there
     first = subprocess.Popen(_specrun(["run", "my.train"], folder), cwd=folder, env=_env(),

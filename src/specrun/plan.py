@@ -211,6 +211,9 @@ def build_plan(spec: Spec) -> Plan:
             components[kind]["code"] = comp.extra["code"]
         if comp.extra.get("unchecked"):
             components[kind]["unchecked"] = comp.extra["unchecked"]
+        from_data = [n for n in comp.extra.get("needs", ()) if n not in params]
+        if from_data:  # a user model's arguments the data announces (vocab_size, classes)
+            components[kind]["from_data"] = from_data
     if settings.get("metrics"):
         components["metrics"] = _metrics_component(settings, spec.path)
     total = settings.get("max_steps")

@@ -83,6 +83,8 @@ def describe_plan(plan: Plan) -> str:
             extra += f"   ({comp['code']['file']})"
         lines.append(f"{kind:<11}{comp['type']}{extra}")
         lines.append(f"{'':<11}{_params(comp['params'])}")
+        if comp.get("from_data"):
+            lines.append(f"{'':<11}from the data: {', '.join(comp['from_data'])}")
         if comp.get("unchecked"):
             lines.append(f"{'':<11}note: {comp['unchecked']}")
     if "metrics" in plan.components:
