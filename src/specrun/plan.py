@@ -264,6 +264,22 @@ def _metrics_component(settings: dict, spec_path: str) -> dict:
             "params": {"entries": entries}, "names": declared}
 
 
+def code_changes(old_plan, plan: Plan) -> list[str]:
+    """The user's code files that changed since a run began (plan.json keeps their hashes):
+    a resumed run goes on with the code as it is now, and says so."""
+    old = old_plan.get("components") if isinstance(old_plan, dict) else None
+    out = []
+    for kind, entry in plan.components.items():
+        before = old.get(kind) if isinstance(old, dict) else None
+        was = before.get("code", {}).get("sha256") if isinstance(before, dict) and \
+            isinstance(before.get("code"), dict) else None
+        now = (entry.get("code") or {}).get("sha256")
+        if was and now and was != now:
+            out.append(f"{entry['code'].get('file', entry['type'])} changed since the run began; "
+                       "going on with the code as it is now")
+    return out
+
+
 def _axes(curriculum: dict) -> list[Axis]:
     raw = curriculum.get("axes") or ([{"name": "curriculum", "phases": curriculum["phases"],
                                        "start": curriculum.get("start")}] if curriculum.get("phases") else [])

@@ -213,3 +213,16 @@ def test_user_data_on_two_processes_matches_one_with_the_same_global_batch(own_p
     assert a.keys() == b.keys() == set(range(1, 9))
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+
+
+def test_resuming_after_the_code_changed_says_so(own_project, tmp_path, signal_at):
+    from .conftest import events
+
+    spec = own_project(SPEC)
+    signal_at(6, signal.SIGINT)
+    assert run_inproc(spec, tmp_path / "run").status == "interrupted"
+    models = tmp_path / "project" / "models.py"
+    models.write_text(models.read_text() + "\n# tuned since\n")
+    assert run_inproc(spec, tmp_path / "run").status == "finished"
+    warnings = [e["message"] for e in events(tmp_path / "run", "warning")]
+    assert any("models.py changed since the run began" in w for w in warnings), warnings

@@ -31,7 +31,7 @@ from specrun.engine.sharded import ShardedStore, sharded
 from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.store import FileStore
 from specrun.spec.fmt import format_data
-from specrun.plan import Plan
+from specrun.plan import Plan, code_changes
 
 
 @dataclass
@@ -111,6 +111,8 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
                                   "choose another --run-dir (nothing in that one is overwritten)")
             say(f"the latest run {path} has no checkpoint to continue from and its spec differs: starting a new run")
             return _locked(RunDir(claim_new_run(runs_root(plan.name, opts.runs_base)), main, ck_dir)), explicit
+        for line in code_changes(_old_plan(path), plan):
+            warn(line)
         if old_hash != plan.spec_hash:
             lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
             if not opts.allow_spec_change:
@@ -130,6 +132,13 @@ def _locked(run_dir: RunDir) -> RunDir:
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.take_lock()
     return run_dir
+
+
+def _old_plan(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # unreadable: nothing to compare the code with
 
 
 def _spec_hash_of(path: Path) -> str | None:
