@@ -24,8 +24,12 @@ class Console:
 
     def say(self, message: str) -> None:
         if self.text_log is not None:
-            with open(self.text_log, "a", encoding="utf-8") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            try:
+                with open(self.text_log, "a", encoding="utf-8") as fh:
+                    fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            except OSError as exc:  # a full disk: the console goes on, and says why the log stopped
+                self.text_log = None
+                self.say(f"warning: the text log stopped: {exc.strerror or exc}")
         if self.quiet:
             return
         self._write(("\r\x1b[2K" if self._line_open else "") + message + "\n")

@@ -8,6 +8,7 @@ task (its worker processes and shared memory) whatever happens.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -265,14 +266,11 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     except KeyboardInterrupt:
         outcome = Outcome("interrupted", 130, "interrupted twice: stopped without saving",
                           run.counters.step if run else 0)
-    except Exception as exc:  # a component's or our own bug: one line for the user, the trace on disk
-        import traceback
-
+    except OSError as exc:
         step = run.counters.step if run else 0
-        where = run_dir.path / "error.txt"
-        if main and run_dir.path.exists():
-            where.write_text(traceback.format_exc(), encoding="utf-8")
-        outcome = Outcome("failed", 1, f"{type(exc).__name__}: {exc} (traceback in {where})", step)
+        outcome = _write_failed(exc, step) if exc.errno in WRITE_FAILURES else _crashed(exc, run_dir, main, step)
+    except Exception as exc:  # a component's or our own bug: one line for the user, the trace on disk
+        outcome = _crashed(exc, run_dir, main, run.counters.step if run else 0)
     finally:
         if run is not None:
             run.task.close()
@@ -281,14 +279,41 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
         console.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if run_dir.path.exists():
-        run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
-                           phases=run.curriculum.phase_names() if run else {})
-        run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
+    try:
+        if run_dir.path.exists():
+            run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
+                               phases=run.curriculum.phase_names() if run else {})
+            run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
+    except OSError as exc:  # a full disk even for a few hundred bytes: the console still says it
+        outcome.message += f" (and run.json could not record it: {exc.strerror or exc})"
     run_dir.sinks.close()
     run_dir.release()
     outcome.run_dir = str(run_dir.path)
     return outcome
+
+
+# A write the disk refused: the run stops cleanly (exit 1, run.json says why), its
+# checkpoints as they were. Anything else is a bug, with its traceback kept on disk.
+WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def _write_failed(exc: OSError, step: int) -> Outcome:
+    where = f": {exc.filename}" if exc.filename else ""
+    return Outcome("failed", 1, f"a write failed at step {step} ({exc.strerror or exc}{where}); the run stopped "
+                                "there and its earlier checkpoints are intact: once the disk has room, the "
+                                "same command continues from the latest", step)
+
+
+def _crashed(exc: BaseException, run_dir: RunDir, main: bool, step: int) -> Outcome:
+    import traceback
+
+    where = run_dir.path / "error.txt"
+    try:
+        if main and run_dir.path.exists():
+            where.write_text(traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        where = "nowhere: the run directory cannot be written"
+    return Outcome("failed", 1, f"{type(exc).__name__}: {exc} (traceback in {where})", step)
 
 
 def _resume(run, resume_from: Path | None, console: Console, allow_world_change: bool) -> None:
