@@ -136,7 +136,7 @@ def plot_command(runs, output, metrics, base):
       specrun plot runs/builtin_rule/RUN_A runs/builtin_rule/RUN_B --metric accuracy
       specrun plot builtin_rule/sweeps/sweep -o sweep.png
     """
-    from specrun.cli.plot import PlotError, PlotUnavailable, load, plot_runs
+    from specrun.cli.plot import PlotError, PlotUnavailable, load_healthy, plot_runs
     from specrun.cli.runs import resolve_run
     from specrun.cli.sweep_runs import find_sweep, read_sweep
 
@@ -158,11 +158,14 @@ def plot_command(runs, output, metrics, base):
         raise click.ClickException(str(exc)) from None
     ids = [d.name for d in dirs]
     labels = [d.name if ids.count(d.name) == 1 else f"{d.parent.name}/{d.name}" for d in dirs]
+    loaded, skipped = load_healthy(dirs, labels)
+    if not loaded:
+        raise click.ClickException("nothing to plot: " + "; ".join(skipped))
     try:
-        written, warnings = plot_runs([load(d, label) for d, label in zip(dirs, labels)], output, list(metrics))
+        written, warnings = plot_runs(loaded, output, list(metrics))
     except (PlotUnavailable, PlotError) as exc:
         raise click.ClickException(str(exc)) from None
-    for warning in warnings:
+    for warning in skipped + warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {written}")
 

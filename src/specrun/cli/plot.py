@@ -72,6 +72,27 @@ def load(run_dir: Path, label: str | None = None) -> RunData:
     return RunData(run_dir, label or run_dir.name, plan, metrics, events)
 
 
+def load_healthy(dirs: list[Path], labels: list[str]) -> tuple[list[RunData], list[str]]:
+    """(the runs that can be drawn, a warning for each damaged one). A run directory is read back
+    from disk: a damaged plan.json loses its gate lines, a run that cannot be read at all is left
+    out, and neither stops the others being drawn."""
+    loaded, warnings = [], []
+    for run_dir, label in zip(dirs, labels):
+        try:
+            data = load(run_dir, label)
+        except Exception as exc:
+            warnings.append(f"{run_dir} is damaged and left out ({type(exc).__name__}: {exc})"[:300])
+            continue
+        try:
+            for gate in gates(data.plan):
+                gate_thresholds(gate)
+        except Exception as exc:
+            warnings.append(f"{run_dir}/plan.json is damaged ({type(exc).__name__}): its gate lines are not drawn")
+            data.plan = {}
+        loaded.append(data)
+    return loaded, warnings
+
+
 # ---- what the gates read -------------------------------------------------------------------
 
 def gates(plan: dict) -> list[Gate]:

@@ -98,34 +98,48 @@ def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     The file is append-only across resumes, so a step may appear twice (a resume
     from an earlier checkpoint logs it again): the row written last wins.
     """
+    return _read_metrics(run_dir)[0]
+
+
+def _read_metrics(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], str | None]:
+    """(the series, what is wrong with the file or None). A run directory is untrusted: bytes
+    that are not UTF-8 or a broken CSV record keep every row that can still be read."""
     by_column: dict[str, dict[int, float]] = {}
+    problem = None
     try:
-        with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as fh:
+        with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8", errors="replace") as fh:
             for row in csv.DictReader(fh):
                 step = _number(row.get("step"))
-                if step is None:
+                if step is None or not (0 <= step < 2**63):
                     continue
                 for name, text in row.items():
-                    if name in (None, "step"):
+                    if not isinstance(name, str) or name == "step" or not isinstance(text, str):
+                        continue
+                    if "\ufffd" in text or "\ufffd" in name:
+                        problem = "metrics.csv holds bytes that are not UTF-8"
                         continue
                     value = _number(text)
                     if value is not None:
                         by_column.setdefault(name, {})[int(step)] = value
     except OSError:
-        return {}
-    return {name: sorted(values.items()) for name, values in by_column.items()}
+        return {}, None
+    except csv.Error as exc:
+        problem = f"metrics.csv is damaged ({exc})"
+    return {name: sorted(values.items()) for name, values in by_column.items()}, problem
 
 
 def validation_series(events: list[dict]) -> dict[str, list[tuple[int, float]]]:
     """``val.<metric>`` series from ``validation`` events (a fallback for metrics.csv)."""
     out: dict[str, dict[int, float]] = {}
     for ev in events:
-        if ev.get("event") != "validation" or not isinstance(ev.get("metrics"), dict):
-            continue
+        step = _number(ev.get("step", 0))
+        if ev.get("event") != "validation" or not isinstance(ev.get("metrics"), dict) or step is None \
+                or not 0 <= step < 2**63:
+            continue  # events.jsonl is read back from disk: a record of another shape is skipped
         for name, value in ev["metrics"].items():
             value = _number(value)
             if value is not None:
-                out.setdefault(f"val.{name}", {})[int(ev.get("step", 0))] = value
+                out.setdefault(f"val.{name}", {})[int(step)] = value
     return {k: sorted(v.items()) for k, v in out.items()}
 
 
@@ -149,11 +163,39 @@ def find_best(plan: dict, metrics: dict, events: list[dict]) -> Best:
     return Best(metric, value, step)
 
 
+# run.json's fields and their types: anything else in it is a damaged file, not a crash.
+_STATUS_TYPES = {"status": str, "spec": str, "message": str, "host": str, "pid": int, "step": int, "segment": int,
+                 "started": (int, float), "updated": (int, float), "phases": dict}
+
+
+_STATES = {"running", "finished", "failed", "interrupted", "pruned"}
+
+
+def _checked_status(status: dict) -> tuple[dict, str | None]:
+    """run.json with the fields of the wrong type dropped, and what was wrong (or None)."""
+    good, bad = {}, []
+    for key, value in status.items():
+        kind = _STATUS_TYPES.get(key)
+        if key == "status" and value not in _STATES:
+            bad.append(key)
+        elif kind is None:
+            good[key] = value
+        elif isinstance(value, kind) and not isinstance(value, bool) and \
+                not (key == "phases" and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+            good[key] = value
+        else:
+            bad.append(key)
+    return good, (f"run.json: {', '.join(bad)} of the wrong type" if bad else None)
+
+
 def read_run(run_dir: Path) -> RunInfo:
-    from specrun.engine.rundir import effective_status, read_status
+    """One run, read as untrusted data: a damaged file marks the run damaged, and says which."""
+    from specrun.engine.rundir import STATUS, effective_status, read_status
 
     run_dir = Path(run_dir)
-    status = read_status(run_dir)
+    status, damage = _checked_status(read_status(run_dir))
+    if not status and (run_dir / STATUS).exists():
+        damage = "run.json is not a JSON object"
     plan = read_json(run_dir / "plan.json")
     events = read_events(run_dir)
     state = effective_status(status) if status else "unknown"
@@ -166,7 +208,10 @@ def read_run(run_dir: Path) -> RunInfo:
     else:
         end = status.get("updated") or (events[-1].get("time") if events else None)
     duration = max(end - started, 0.0) if started and end else None
-    metrics = read_metrics(run_dir)
+    metrics, bad_metrics = _read_metrics(run_dir)
+    damage = damage or bad_metrics
+    if damage:
+        state = "damaged"
     step = status.get("step")
     if state in ("running", "interrupted"):  # run.json's progress lags up to a second; the log does not
         logged = [s for series in metrics.values() for s, _ in series]
@@ -181,7 +226,7 @@ def read_run(run_dir: Path) -> RunInfo:
         best=find_best(plan, metrics, events),
         started=started,
         duration_s=duration,
-        message=_message(status, state),
+        message=damage or _message(status, state),
         profile=plan.get("profile") if isinstance(plan.get("profile"), str) else None,
         overrides=[o for o in plan.get("overrides") or [] if isinstance(o, str)]
         if isinstance(plan.get("overrides"), list) else [],
@@ -237,6 +282,8 @@ def _started_key(path: Path):
     from specrun.engine.rundir import read_status
 
     started = read_status(path).get("started")
+    if not isinstance(started, (int, float)) or isinstance(started, bool):
+        started = None
     if started is None:
         for name in ("plan.json", "run.json"):
             if (path / name).exists():
@@ -246,7 +293,16 @@ def _started_key(path: Path):
 
 
 def list_runs(spec: str | None = None, base: str | Path = "runs") -> list[RunInfo]:
-    return [read_run(p) for p in find_runs(spec, base)]
+    """Every run, healthy ones as they are and damaged ones marked: one bad run hides no other."""
+    return [_read_or_damaged(p) for p in find_runs(spec, base)]
+
+
+def _read_or_damaged(path: Path) -> RunInfo:
+    try:
+        return read_run(path)
+    except Exception as exc:  # whatever else a hand-edited or half-written directory holds
+        return RunInfo(spec=path.parent.name, run_id=path.name, path=str(path), status="damaged", step=None,
+                       message=f"cannot be read: {type(exc).__name__}: {exc}"[:300])
 
 
 def resolve_run(ref: str, base: str | Path = "runs") -> Path:

@@ -105,10 +105,12 @@ def versions() -> dict:
 
 
 def read_status(run_dir: Path) -> dict:
+    """run.json as a dict; {} when it is missing or not a JSON object (it is read back from disk)."""
     try:
-        return json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
+        found = json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def pid_alive(pid: int | None, host: str | None) -> bool:
@@ -195,20 +197,34 @@ class CsvLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = _header(self.path) if self.path.exists() and self.path.stat().st_size > 0 else None
+        if header:
+            self.columns = header  # keep the file's columns; new ones are dropped, missing left empty
+            return
         if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), None)
-            if header:
-                self.columns = header  # keep the file's columns; new ones are dropped, missing left empty
-        else:
-            with open(self.path, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(self.columns)
+            # A header that is not one (bytes that are not UTF-8, a NUL, an empty line): the file is
+            # kept aside, whole, and a new one begins; rows are never appended under a broken header.
+            self.path.rename(self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
+        with open(self.path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerow(self.columns)
 
     def write(self, row: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerow([_cell(row.get(c)) for c in self.columns])
+
+
+def _header(path: Path) -> list[str] | None:
+    """The CSV's column names, or None when its first line is not a usable header."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), None)
+    except csv.Error:
+        return None
+    if not header or any(not name or "\ufffd" in name for name in header) or len(set(header)) != len(header):
+        return None
+    return header
 
 
 def _cell(value) -> str:
