@@ -87,6 +87,14 @@ def test_a_chosen_value_becomes_set_text_that_checks():
     assert _problems(BASE, sets=(set_option("model.width", 128), set_option("optimizer.lr", 1e-05))) == []
 
 
+def test_a_trial_spec_has_no_sweep_and_no_profile_statement_about_one():
+    from specrun.spec.sweep import without_sweep
+
+    doc = without_sweep(parse(SWEEP, "x.train"))
+    spec = check(doc, "quick")
+    assert "sweep" not in spec.data and spec.hash == check(parse(BASE, "x.train")).hash
+
+
 def test_grid_size_multiplies_the_choices():
     text = BASE + "sweep {\n  minimize val.loss\n  sampler grid\n  model.width [32, 64]\n  seed [0, 1, 2]\n}\n"
     assert definition(check(parse(text, "x.train")).data).grid_size == 6

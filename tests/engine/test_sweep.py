@@ -138,6 +138,66 @@ def test_a_prune_gate_stops_a_trial_and_marks_it_pruned(tmp_path):
     assert "no trial has finished yet" in result.output
 
 
+def test_a_grid_runs_every_combination_once_and_no_more(tmp_path):
+    text = SWEPT.replace("  optimizer.lr log 1e-3..1e-1\n", "  sampler grid\n  seed [1, 2]\n").replace(
+        "trials 3", "trials 10")
+    result = _sweep(tmp_path, text=text)
+    assert result.exit_code == 0, result.output
+    assert "4 trials, sampler grid" in result.output  # the budget is the grid's size
+    combos = sorted((t["params"]["seed"], t["params"]["model.width"]) for t in _trials(tmp_path))
+    assert combos == [(1, 8), (1, 16), (2, 8), (2, 16)]
+
+
+def test_a_combination_that_does_not_check_fails_its_trial_and_the_sweep_goes_on(tmp_path):
+    # Each choice checks alone against the spec; a warmup of 10 steps in an 8-step run does not.
+    text = SWEPT.replace("max_steps 12\n", "max_steps 12\nschedule warmup_cosine { warmup 2 steps }\n").replace(
+        "  optimizer.lr log 1e-3..1e-1\n  model.width [8, 16]\n",
+        "  sampler grid\n  schedule.warmup [2 steps, 10 steps]\n  max_steps [8, 12]\n").replace(
+        "trials 3", "trials 4")
+    result = _sweep(tmp_path, text=text)
+    assert result.exit_code == 0, result.output
+    states = {(str(t["params"]["schedule.warmup"]), t["params"]["max_steps"]): t["state"] for t in _trials(tmp_path)}
+    assert states == {("2 steps", 8): "finished", ("2 steps", 12): "finished", ("10 steps", 8): "failed",
+                      ("10 steps", 12): "finished"}
+    (bad,) = [t for t in _trials(tmp_path) if t["state"] == "failed"]
+    assert "E600" in bad["message"] and "warmup of 10 steps is not shorter than the run" in bad["message"]
+    listed = CliRunner().invoke(main, ["runs", "--base", str(tmp_path / "runs")]).output
+    assert "1 failed" in listed.splitlines()[0]
+
+
+def test_random_sampling_with_a_storage_url_given_on_the_command_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    result = _sweep(tmp_path, "--set", "sweep.sampler=random", "--storage", url, "--trials", "2")
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="fast_test.sweep", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
+    assert not (layout.sweep_dir(tmp_path / "runs", "fast_test", "sweep") / "study.db").exists()
+    assert layout.shown_storage("postgresql://me:s3cret@db:5432/sweeps") == "postgresql://me:***@db:5432/sweeps"
+    info = json.loads((layout.sweep_dir(tmp_path / "runs", "fast_test", "sweep") / "sweep.json").read_text())
+    assert info["storage"] == url and info["sampler"] == "random"
+
+
+def test_a_trial_exports_like_any_run(tmp_path):
+    assert _sweep(tmp_path, "--trials", "1").exit_code == 0
+    (trial,) = _trials(tmp_path)
+    exported = CliRunner().invoke(main, ["export", str(trial["dir"]), "-o", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_median_pruner_stops_a_trial_behind_the_earlier_ones(tmp_path):
+    # A grid in a fixed (seeded) order: the good learning rate first, then one that cannot learn.
+    text = SWEPT.replace("  optimizer.lr log 1e-3..1e-1\n  model.width [8, 16]\n",
+                         "  sampler grid\n  pruner median\n  optimizer.lr [0.0000001, 0.05]\n")
+    result = _sweep(tmp_path, text=text)
+    assert result.exit_code == 0, result.output
+    trials = {t["params"]["optimizer.lr"]: t for t in _trials(tmp_path)}
+    assert trials[0.05]["number"] == 0 and trials[0.05]["state"] == "finished"
+    slow = trials[1e-07]
+    assert slow["state"] == "pruned" and "behind the median of earlier trials" in slow["message"]
+    assert slow["step"] == 4  # at its first validation
+
+
 def test_the_watch_reports_the_objective_and_asks_the_median_pruner():
     from specrun.engine.history import History
     from specrun.spec.sweep import Sweep
@@ -221,6 +281,8 @@ def test_a_bad_sweep_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
     none = _sweep(tmp_path, text=FAST_SPEC)
     assert none.exit_code == 1 and "has no sweep block" in none.output
+    nothing = _sweep(tmp_path, "--summary")
+    assert nothing.exit_code == 1 and "no sweep sweep of" in nothing.output and not (tmp_path / "runs").exists()
 
 
 def test_without_optuna_the_command_says_how_to_get_it(tmp_path, monkeypatch):

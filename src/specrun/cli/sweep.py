@@ -93,7 +93,6 @@ def _job(spec, profile, sets, trials, name, storage, base):
         raise click.BadParameter(f"{name!r}: letters, digits, _ and -", param_hint="--name")
     folder = layout.sweep_dir(base, checked.name, name)
     url = storage or sweep.storage or layout.default_storage(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     # The run's identity with the trial's own --set options left out: they are what the sweep varies.
     ident = identity(sweep, checked.hash)
     return SweepJob(doc, profile, tuple(sets), sweep, name, f"{checked.name}.{name}", folder, url, ident,
@@ -141,9 +140,11 @@ def _header(job) -> None:
 
 def _parallel(spec, profile, sets, trials, name, storage, base, jobs: int, job) -> int:
     """``jobs`` worker processes on one study; signals reach them, the summary comes after."""
+    from specrun.sweep import layout
     from specrun.sweep.study import open_study
 
     _header(job)
+    layout.write_sweep(job.folder, _sweep_info(job))
     open_study(job.sweep, job.study_name, job.storage, job.seed, 0, job.identity)  # tables made once, here
     cmd = [sys.executable, "-m", "specrun.cli", "sweep", spec, "--base", base, "--name", job.name]
     cmd += (["--profile", profile] if profile else []) + [f"--set={s}" for s in sets]
@@ -169,9 +170,11 @@ def _parallel(spec, profile, sets, trials, name, storage, base, jobs: int, job) 
 
 
 def _summary(job) -> int:
+    from specrun.sweep import layout
     from specrun.sweep import study as st
 
-    found = st.load(job.study_name, job.storage)
+    local = job.storage == layout.default_storage(job.folder)
+    found = None if local and not (job.folder / "study.db").exists() else st.load(job.study_name, job.storage)
     if found is None:
         click.echo(f"no sweep {job.name} of {job.doc.path} yet ({job.folder})", err=True)
         return 1

@@ -33,6 +33,8 @@ def read_sweep(folder: Path) -> SweepGroup | None:
     for trial in layout.best_first(trials, info["direction"]):
         run = read_run(trial.pop("dir"))
         run.trial = trial
+        if run.status == "unknown":  # refused before it ran (a combination that does not check)
+            run.status, run.message = trial.get("state", "unknown"), trial.get("message", "")
         runs.append(run)
     budget = info.get("trials") if isinstance(info.get("trials"), int) else None
     return SweepGroup(folder.parent.parent.name, folder.name, folder, info["metric"], info["direction"],

@@ -17,7 +17,7 @@ optuna-free: ``validate`` checks a sweep without either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, did_you_mean
@@ -69,6 +69,20 @@ class Sweep:
                 return None
             size *= len(dim.choices)
         return size
+
+
+def without_sweep(doc: s.Document) -> s.Document:
+    """The spec a trial runs: no sweep block, and no profile statement about one."""
+
+    def keep(item) -> bool:
+        return not (isinstance(item, s.Setting) and item.key[0] == "sweep")
+
+    items = []
+    for item in filter(keep, doc.items):
+        if isinstance(item, s.Setting) and item.key == ("profile",) and item.block is not None:
+            item = replace(item, block=replace(item.block, items=tuple(filter(keep, item.block.items))))
+        items.append(item)
+    return replace(doc, items=tuple(items))
 
 
 def set_option(path: str, value) -> str:

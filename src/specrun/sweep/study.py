@@ -95,12 +95,21 @@ def budget_of(sweep: Sweep) -> int:
 
 def _sampler(opt, sweep: Sweep, budget: int, seed: int):
     if sweep.sampler == "grid":
-        return opt.samplers.GridSampler({d.path: list(encoded(d)) for d in sweep.dimensions}, seed=seed)
+        return _grid_sampler(opt)({d.path: list(encoded(d)) for d in sweep.dimensions}, seed=seed)
     if sweep.sampler == "random":
         return opt.samplers.RandomSampler(seed=seed)
     # Startup trials are random; a small budget keeps most of its trials for the model.
     return opt.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, budget // 3)),
                                    constant_liar=True)
+
+
+def _grid_sampler(opt):
+    class Grid(opt.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values):
+            """GridSampler stops study.optimize() when the grid is done; ask/tell has no optimize()
+            to stop (Optuna raises): the budget, capped at the grid's size, ends the sweep."""
+
+    return Grid
 
 
 def _pruner(opt, sweep: Sweep, budget: int):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from specrun.spec import expr as ex
 from specrun.spec.check import check
-from specrun.spec.sweep import Sweep, set_option
+from specrun.spec.sweep import Sweep, set_option, without_sweep
 
 
 @dataclass
@@ -34,7 +34,9 @@ def trial_plan(doc, profile, overrides: tuple, trial: TrialRun, sweep: Sweep, sw
     """(plan, spec data) of one trial; raises SpecError if a choice does not check."""
     from specrun.plan import build_plan
 
-    spec = check(doc, profile, tuple(overrides) + trial.sets + ("checkpoint.resume=latest",))
+    # Checked without its sweep: a trial is one run, and its choices were checked one by one.
+    overrides = tuple(o for o in overrides if o.partition("=")[0].strip().split(".")[0] != "sweep")
+    spec = check(without_sweep(doc), profile, overrides + trial.sets + ("checkpoint.resume=latest",))
     plan = build_plan(spec)
     plan.trial = {"sweep": sweep_name, "number": trial.number, "objective": sweep.metric,
                   "prune": sweep.prune}

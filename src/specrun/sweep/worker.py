@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specrun.spec.sweep import Sweep, set_option
+from specrun.spec.values import to_json
 from specrun.sweep import layout
 from specrun.sweep import study as st
 from specrun.sweep.trial import TrialRun, Watch, can_continue, objective, trial_plan
@@ -110,7 +111,7 @@ def _fresh(run_dir: Path) -> Path:
 
 def _trial_info(job: SweepJob, run: TrialRun, state: str, value=None, message: str = "",
                 seconds: float | None = None, step: int | None = None) -> dict:
-    return {"sweep": job.name, "number": run.number, "params": run.params, "sets": list(run.sets),
+    return {"sweep": job.name, "number": run.number, "params": to_json(run.params), "sets": list(run.sets),
             "state": state, "metric": job.sweep.metric, "direction": job.sweep.direction,
             "objective": value, "message": message, "seconds": seconds, "step": step}
 
