@@ -196,3 +196,36 @@ def make_run(directory, text: str, name: str = "spec.train", sets=()):
 
 def params_copy(module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ---- experiment trackers, kept on this machine -------------------------------------------------
+
+@pytest.fixture
+def offline_trackers(monkeypatch, tmp_path):
+    """W&B offline and silent, its config and caches under tmp; no MLflow server from the environment."""
+    for key, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false",
+                       "WANDB_DISABLE_CODE": "true", "WANDB_CONFIG_DIR": tmp_path / "wandb-config",
+                       "WANDB_CACHE_DIR": tmp_path / "wandb-cache", "WANDB_DATA_DIR": tmp_path / "wandb-data"}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_empty_db(tmp_path_factory):
+    """An empty MLflow SQLite store, made once: creating its tables takes MLflow seconds."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def runs_base(tmp_path, _mlflow_empty_db, offline_trackers):
+    """A runs folder whose default MLflow store (runs/.mlflow/mlflow.db) already has its tables."""
+    import shutil
+
+    base = tmp_path / "runs"
+    (base / ".mlflow").mkdir(parents=True)
+    shutil.copy(_mlflow_empty_db, base / ".mlflow" / "mlflow.db")
+    return base

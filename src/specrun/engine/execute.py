@@ -238,6 +238,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     previous = _install_signals(interrupt)
     run = None
     try:
+        run_dir.sinks.on_warning = lambda message: console.say(f"warning: {message}")
         open_log_sinks(plan, run_dir, opts.runs_base)  # TensorBoard, trackers: the spec's log block
         run = setup(plan, run_dir, console, dist)
         for note in run.precision.notes:

@@ -19,7 +19,10 @@ from specrun.spec.document import Located
 
 # What a run directory holds of its own: a spec's outputs never take these names.
 RUN_FILES = frozenset({"spec.train", "plan.json", "run.json", "metrics.csv", "events.jsonl", "error.txt",
-                       "run.lock", "tensorboard", "index.json"})
+                       "run.lock", "tensorboard", "index.json", "trackers", "wandb"})
+# A spec may name a tracking server; a local store (sqlite:, file:, a path) would be a file it
+# writes outside the run: that comes from the environment (MLFLOW_TRACKING_URI), not the spec.
+TRACKING_SERVERS = ("http://", "https://", "databricks")
 PLACEHOLDERS = ("step", "epoch")
 MAX_WIDTH = 20  # {step:08d} is fine; {step:>4000000000} would build a 4 GB name
 _FORMAT = re.compile(r"(?:[<>=^]|0)?(\d{1,3})?d?")
@@ -109,6 +112,12 @@ def output_path_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
             out.append(Diagnostic("E203", f"{key} {value!r} {problem}", loc.value_span(path), _HINTS[kind]))
         elif kind == "template":
             names.setdefault(value.format(step=1, epoch=1), []).append(key)
+    uri = (log.get("mlflow") or {}).get("tracking_uri") if isinstance(log.get("mlflow"), dict) else None
+    if isinstance(uri, str) and not uri.startswith(TRACKING_SERVERS):
+        out.append(Diagnostic("E203", f"log.mlflow.tracking_uri {uri!r} is not a tracking server: a spec writes "
+                                      "nothing outside its run directory", loc.value_span(("log", "mlflow", "tracking_uri")),
+                              "give an http(s):// server, or leave it out: runs go to MLFLOW_TRACKING_URI when set, "
+                              "else to runs/.mlflow/mlflow.db"))
     for keys in names.values():
         if len(keys) > 1:  # each would overwrite the other, and rotation could delete a final one
             out.append(Diagnostic("E203", f"{keys[1]} names the same file as {keys[0]}",

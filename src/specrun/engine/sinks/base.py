@@ -54,6 +54,7 @@ class Sinks:
         # events are written from one thread only.
         self._warnings: queue.SimpleQueue = queue.SimpleQueue()
         self._step = 0
+        self.on_warning = None  # also show a sink's warning elsewhere (execute: on the console)
 
     def add(self, sink: Sink) -> Sink:
         self._sinks.append(sink)
@@ -98,3 +99,5 @@ class Sinks:
                 return
             self._emit({"time": round(time.time(), 3), "step": self._step, "event": "warning",
                         "message": message, **fields})
+            if self.on_warning is not None:
+                self.on_warning(message)

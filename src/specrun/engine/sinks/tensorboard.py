@@ -1,9 +1,12 @@
-"""TensorBoard output for ``log { tensorboard true }``.
+"""TensorBoard output for ``log { tensorboard true }`` (or ``tensorboard { hparams false }``).
 
 A thin wrapper over ``torch.utils.tensorboard.SummaryWriter``: every numeric value
 of a metrics row becomes a scalar (``train.loss`` -> tag ``train/loss``), and run
 events (phase changes, checkpoints, skips, ...) become text entries under
-``events/<kind>``. metrics.csv stays the record; this is a view of it.
+``events/<kind>``. At the end, the HParams tab gets the resolved plan's settings
+against the run's metrics (their last values), unless ``hparams false``.
+metrics.csv stays the record; this is a view of it, written off the training
+thread (``Background``).
 
 The ``tensorboard`` package is optional (``pip install 'specrun[tensorboard]'``);
 without it the constructor raises ``TensorBoardUnavailable`` with that advice.
@@ -16,7 +19,9 @@ import math
 from numbers import Real
 from pathlib import Path
 
+from specrun.engine.sinks.background import Background
 from specrun.engine.sinks.base import Sink, SinkUnavailable
+from specrun.engine.sinks.tracking import plan_params, require
 
 INSTALL = "pip install 'specrun[tensorboard]'"
 # Columns that are the x axis or wall time, not a quantity to chart.
@@ -42,11 +47,14 @@ def tag(column: str) -> str:
 
 
 class TensorBoardLog(Sink):
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, hparams: dict | None = None):
+        """``hparams``: flat settings for the HParams tab, written at close against the metrics seen."""
         writer_class = _summary_writer()
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._writer = writer_class(log_dir=str(self.log_dir))
+        self._hparams = hparams
+        self._metrics: dict[str, float] = {}  # tag -> last value
 
     def row(self, row: dict) -> None:
         """Every numeric value of a metrics row (strings such as phase names are skipped)."""
@@ -60,6 +68,7 @@ class TensorBoardLog(Sink):
             if math.isinf(value):
                 continue
             self._writer.add_scalar(tag(column), value, global_step=step)
+            self._metrics[tag(column)] = value
 
     def event(self, record: dict) -> None:
         """A run event as text under ``events/<kind>`` (shown in TensorBoard's Text tab)."""
@@ -71,11 +80,27 @@ class TensorBoardLog(Sink):
         if kind in ("phase", "end", "resume"):
             self._writer.flush()  # rare and worth seeing at once
 
-    def close(self) -> None:
-        """Flush and close; later calls are ignored (safe to call twice)."""
+    def flush(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Write the hparams, flush and close; later calls are ignored (safe to call twice)."""
+        if self._writer is None:
+            return
+        if self._hparams and self._metrics:
+            from torch.utils.tensorboard.summary import hparams
+
+            # The HParams plugin reads each metric's values from the scalars of the same run.
+            for summary in hparams({k: _hparam(v) for k, v in self._hparams.items()}, self._metrics):
+                self._writer.file_writer.add_summary(summary)
+        self._writer.close()
+        self._writer = None
+
+
+def _hparam(value):
+    """What the HParams plugin takes: numbers, strings, booleans (None and the rest as text)."""
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
 
 
 def describe_event(kind: str, fields: dict) -> str:
@@ -107,5 +132,9 @@ def _short(value) -> str:
 SETTING = "tensorboard"  # log { tensorboard true }: written to <run>/tensorboard
 
 
-def open_sink(opening) -> TensorBoardLog:
-    return TensorBoardLog(opening.run_dir.path / "tensorboard")
+def open_sink(opening) -> Background:
+    require("tensorboard", SETTING, "tensorboard")
+    settings = opening.settings if isinstance(opening.settings, dict) else {}
+    params = plan_params(opening.plan.to_json()) if settings.get("hparams", True) else None
+    log_dir = opening.run_dir.path / "tensorboard"
+    return Background(SETTING, lambda: TensorBoardLog(log_dir, params), opening.run_dir.sinks.warn)
