@@ -82,7 +82,9 @@ def test_plan_json(spec):
     assert plan["settings"]["validation"]["every"] == "1 epoch"  # resolved when the epoch length is known
     assert plan["settings"]["memory"]["ram_limit"] == 10 * 10**9
     assert plan["settings"]["memory"]["pause"] == 120.0
-    assert plan["resolved"] == {"schedule.warmup": "5% of 80,000 steps", "checkpoint.every": "2% of 80,000 steps"}
+    assert plan["resolved"] == {"schedule.warmup": "5% of 80,000 steps", "checkpoint.every": "2% of 80,000 steps",
+                                "log.every": "default: every 100 steps (1% of 80,000, at most 100)"}
+    assert plan["settings"]["log"]["every"] == 100  # no log block: a row every 1% of the run, at most 100 steps
     assert plan["components"]["model"]["params"]["width"] == 64
     assert [p["name"] for p in plan["curriculum"][0]["phases"]] == ["warm", "main"]
     assert plan["curriculum"][0]["phases"][0]["promote"] == "phase.steps >= 500"

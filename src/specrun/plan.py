@@ -229,6 +229,8 @@ def build_plan(spec: Spec) -> Plan:
             settings[section][key] = resolve_span(written, total)
             if isinstance(written, Qty) and written.span_unit == "%" and total:
                 resolved[f"{section}.{key}"] = f"{written} of {total:,} steps"
+    if "every" not in settings["log"]:
+        settings["log"]["every"], resolved["log.every"] = default_log_every(total)
     for exp in settings.get("expect", []):
         if "by" in exp:
             exp["by"] = resolve_span(exp["by"], total)
@@ -278,6 +280,15 @@ def code_changes(old_plan, plan: Plan) -> list[str]:
             out.append(f"{entry['code'].get('file', entry['type'])} changed since the run began; "
                        "going on with the code as it is now")
     return out
+
+
+def default_log_every(total_steps: int | None) -> tuple[int, str]:
+    """A metric row about every 1% of the run (at most every 100 steps) when the spec gives no
+    ``log.every``: without one, rows came only with validation."""
+    if total_steps:
+        every = max(1, min(100, total_steps // 100))
+        return every, f"default: every {every} steps (1% of {total_steps:,}, at most 100)"
+    return 100, "default: every 100 steps"
 
 
 def _axes(curriculum: dict) -> list[Axis]:

@@ -180,7 +180,7 @@ def metric_columns(run) -> list[str]:
     model_metrics = list(model.metrics) if model else []
     include = run.plan.settings["log"].get("include", [])
     cols = ["step", "epoch", "segment"] + [f"phase.{a.name}" for a in run.plan.axes]
-    cols += ["train.loss", "train.grad_norm", "train.lr"] + [f"train.{m}" for m in task + model_metrics]
+    cols += ["train.loss", "train.loss_mean", "train.grad_norm", "train.lr"] + [f"train.{m}" for m in task + model_metrics]
     if "perplexity" in include:
         cols.append("train.perplexity")
     if run.plan.settings.get("validation"):

@@ -377,12 +377,14 @@ def _batch_tokens(batch: dict) -> int:
 
 def _log_row(run: Run, window: Window, val: dict | None) -> None:
     c = run.counters
+    last = window.last
     means, rate, tokens_per_s = window.take()
     row = {"step": c.step, "epoch": round(c.micro / run.per_epoch, 4) if run.per_epoch else "",
            "segment": c.segment, "skipped": c.skipped, "steps_per_s": rate,
            "time": round(time.time(), 3)}
     row.update({f"phase.{a}": p for a, p in run.curriculum.phase_names().items()})
     row.update({f"train.{k}": v for k, v in means.items()})
+    row.update(at_step(last, means))
     include = run.plan.settings["log"].get("include", [])
     if "perplexity" in include and "loss" in means:
         row["train.perplexity"] = math.exp(min(means["loss"], 50.0))
@@ -396,6 +398,15 @@ def _log_row(run: Run, window: Window, val: dict | None) -> None:
         row.update({f"val.{k}": v for k, v in val.items()})
     run.dir.sinks.row(row)  # metrics.csv, the spec's CSV, TensorBoard, trackers: engine/sinks
     run.dir.set_status(step=c.step, phases=run.curriculum.phase_names(), skipped=c.skipped)
+
+
+def at_step(last: dict, means: dict) -> dict:
+    """Loss and LR as they were at the row's step (a mean over the window hides a spike and
+    lags a schedule), the loss's window mean beside them as train.loss_mean."""
+    out = {f"train.{k}": last[k] for k in ("loss", "lr") if k in last}
+    if "loss" in means:
+        out["train.loss_mean"] = means["loss"]
+    return out
 
 
 def _epoch_report(run: Run, epoch: int) -> None:

@@ -18,8 +18,10 @@ class Window:
         self.tokens = 0  # input tokens (or samples) consumed: batch shapes, no device sync
         self.started = time.perf_counter()
         self.steps = 0
+        self.last: dict[str, float] = {}  # the latest step's values: what a row reports as loss and lr
 
     def add(self, values: dict[str, float]) -> None:
+        self.last = dict(values)
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
