@@ -42,6 +42,7 @@ class RunResult:
     message: str
     step: int
     run_dir: str | None  # None when the run never got a directory (e.g. a refused resume)
+    summary: dict | None = None  # the end-of-run summary (also the `summary` event); None if never set up
 
     @property
     def ok(self) -> bool:
@@ -105,7 +106,7 @@ def _engine():
 def run(spec: Spec | str | Path, profile: str | None = None, overrides: Iterable[str] = (), *,
         run_dir: str | None = None, new: bool = False, allow_spec_change: bool = False, quiet: bool = True,
         on_metrics: Callable[[dict], None] | None = None, runs_base: str = "runs",
-        profile_trace: bool = False, dist=None) -> RunResult:
+        profile_trace: bool = False, progress_every: float | None = None, dist=None) -> RunResult:
     """Train in this process, as ``specrun run`` does, and return how it ended.
 
     ``on_metrics(row)`` is called with each metrics row (the dict written to metrics.csv:
@@ -120,10 +121,10 @@ def run(spec: Spec | str | Path, profile: str | None = None, overrides: Iterable
         raise ValueError(f"{spec.name} asks for {compiled.world_size} processes: start it with "
                          "`specrun run`, which launches them through torchrun")
     opts = execute.Options(run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
-                           runs_base=runs_base, profile_trace=profile_trace,
+                           runs_base=runs_base, profile_trace=profile_trace, progress_every=progress_every,
                            on_metrics=on_metrics)
     outcome = execute.execute(compiled, spec.data, opts, dist=dist)
-    return RunResult(outcome.status, outcome.code, outcome.message, outcome.step, outcome.run_dir)
+    return RunResult(outcome.status, outcome.code, outcome.message, outcome.step, outcome.run_dir, outcome.summary)
 
 
 # ---- reading runs ------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ def test_interrupt_saves_and_the_rerun_resumes_exactly(tmp_path, monkeypatch, si
     out = run_inproc(spec, run_dir)
     name = signal.Signals(sig).name
     assert (out.status, out.code, out.step) == ("interrupted", code, 5)
-    assert out.message == f"interrupted by {name} at step 5; state saved; the same command continues it"
+    assert out.message == (f"interrupted by {name} at step 5; state saved; continue with: "
+                           f"specrun run {spec} --run-dir {run_dir}")
     status = json.loads((run_dir / "run.json").read_text())
     assert status["status"] == "interrupted" and status["step"] == 5
     final = [e for e in index_entries(run_dir) if e["kind"] == "final"]
@@ -201,9 +202,32 @@ def test_an_interrupt_says_how_to_continue_a_resume_none_run(tmp_path, monkeypat
     run_dir = tmp_path / "run"
     signal_at(5, signal.SIGINT)
     out = run_inproc(spec, run_dir)
-    assert out.message.endswith(f"state saved; continue with --run-dir {run_dir} --set checkpoint.resume=latest")
+    assert out.message.endswith(f"state saved; continue with: specrun run {spec} --run-dir {run_dir} "
+                                "--set checkpoint.resume=latest")
     again = run_inproc(spec, run_dir, sets=("checkpoint.resume=latest",))
     assert again.code == 0 and events(run_dir, "resume")[0]["step"] == 5
+
+
+def test_the_continue_command_is_the_exact_command(tmp_path, monkeypatch, signal_at):
+    """Profile and overrides included: run as printed, it continues the run, not a new one."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from specrun.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, FAST_SPEC.replace("resume latest", "resume none")
+                      + "profile short {\n  max_steps 10\n}\n")
+    run_dir = tmp_path / "my run"
+    signal_at(3, signal.SIGINT)
+    out = run_inproc(spec, run_dir, profile="short", sets=("optimizer.lr=0.02", "model.width=12"))
+    command = out.message.split("continue with: ", 1)[1]
+    assert command == (f"specrun run {spec} --profile short --set optimizer.lr=0.02 --set model.width=12 "
+                       f"--run-dir '{run_dir}' --set checkpoint.resume=latest")
+    result = CliRunner().invoke(main, shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert events(run_dir, "resume")[0]["step"] == 3 and events(run_dir, "end")[-1]["step"] == 10
 
 
 # ---- damaged checkpoints ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from specrun.cli.args import SetCommand
-from specrun.cli.colour import use_colour
+from specrun.cli.colour import paint, use_colour
 from specrun.spec.diagnostics import SpecError, render
 
 
@@ -314,7 +314,9 @@ def plan(spec, profile, sets, as_json):
 @click.option("--allow-spec-change", is_flag=True, help="Resume although the spec changed since the run began.")
 @click.option("--profile-trace", is_flag=True, help="Record a torch.profiler trace into the run directory.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final line (finished, failed or interrupted) and errors.")
-def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, quiet):
+@click.option("--progress", "progress_every", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Off a terminal, a plain progress line every SECONDS (0: none; default log.progress, 30s).")
+def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, quiet, progress_every):
     """Train: execute the spec's plan on the generic engine.
 
     \b
@@ -337,9 +339,15 @@ def run(spec, profile, sets, run_dir, new, allow_spec_change, profile_trace, qui
     if launched is not None:
         sys.exit(launched)
     result = api.run(checked, run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
-                     profile_trace=profile_trace, dist=_dist_from_env(compiled))
+                     profile_trace=profile_trace, progress_every=progress_every, dist=_dist_from_env(compiled))
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one final line, not one per rank
-        click.echo(f"{result.status}: {result.message}", err=result.code != 0)
+        if result.summary and not quiet:
+            from specrun.cli.summary import render_summary
+
+            click.echo(render_summary(result.summary), err=True)
+        status = paint(f"{result.status}:", "green" if result.code == 0 else "red",
+                       sys.stderr if result.code else sys.stdout, bold=True)
+        click.echo(f"{status} {result.message}", err=result.code != 0)
     sys.exit(result.code)
 
 

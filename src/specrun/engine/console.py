@@ -13,14 +13,31 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _progress_text(phase: str, step: int, total: int | None, rate: float, loss: float | None,
+                   key: tuple[str, float] | None) -> str:
+    parts = [phase, f"step {step}" + (f"/{total}" if total else ""), f"{rate:.1f} steps/s"]
+    if loss is not None:
+        parts.append(f"loss {loss:.4f}")
+    if key is not None:
+        parts.append(f"{key[0]} {key[1]:.4f}")
+    if total and rate > 0:
+        parts.append(f"ETA {_duration((total - step) / rate)}")
+    return " | ".join(parts)
+
+
 class Console:
-    def __init__(self, quiet: bool = False, stream=None, enabled: bool = True, text_log=None):
+    def __init__(self, quiet: bool = False, stream=None, enabled: bool = True, text_log=None,
+                 plain_every: float = 30.0):
         self.stream = stream or sys.stderr
         self.quiet = quiet or not enabled
         self.live = not self.quiet and self.stream.isatty()
         self.text_log = text_log  # path of the spec's `log.text`, appended to
+        # Without a terminal (CI, nohup, a cluster's log file) a plain line every this many
+        # seconds instead of the redrawn one; 0: none.
+        self.plain_every = plain_every
         self._line_open = False
         self._last_draw = 0.0
+        self._last_plain = time.monotonic()
 
     def say(self, message: str) -> None:
         if self.text_log is not None:
@@ -37,21 +54,16 @@ class Console:
 
     def progress(self, phase: str, step: int, total: int | None, rate: float, loss: float | None,
                  key: tuple[str, float] | None) -> None:
-        if not self.live:
-            return
         now = time.monotonic()
-        if now - self._last_draw < 0.2:  # a terminal redraw per step would cost more than a tiny step
-            return
-        self._last_draw = now
-        parts = [phase, f"step {step}" + (f"/{total}" if total else ""), f"{rate:.1f} steps/s"]
-        if loss is not None:
-            parts.append(f"loss {loss:.4f}")
-        if key is not None:
-            parts.append(f"{key[0]} {key[1]:.4f}")
-        if total and rate > 0:
-            parts.append(f"ETA {_duration((total - step) / rate)}")
-        self._write("\r\x1b[2K" + " | ".join(parts))
-        self._line_open = True
+        if self.live:
+            if now - self._last_draw < 0.2:  # a terminal redraw per step would cost more than a tiny step
+                return
+            self._last_draw = now
+            self._write("\r\x1b[2K" + _progress_text(phase, step, total, rate, loss, key))
+            self._line_open = True
+        elif not self.quiet and self.plain_every and now - self._last_plain >= self.plain_every:
+            self._last_plain = now
+            self._write(_progress_text(phase, step, total, rate, loss, key) + "\n")
 
     def close(self) -> None:
         if self._line_open:

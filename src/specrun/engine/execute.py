@@ -30,6 +30,7 @@ from specrun.engine.sinks.csv import MetricsCsv, spec_csv
 from specrun.engine.setup import SetupError, setup
 from specrun.engine.sharded import ShardedStore, sharded
 from specrun.engine.state import ResumeRefused, restore
+from specrun.engine.summary import SummarySink, summarize
 from specrun.engine.store import FileStore
 from specrun.spec.fmt import format_data
 from specrun.plan import Plan, code_changes
@@ -45,6 +46,7 @@ class Options:
     profile_trace: bool = False  # --profile-trace: torch.profiler regardless of the spec
     on_metrics: object = None  # callable(row: dict) for each metrics row (the Python API's callback)
     watch: object = None  # watch(run) -> why to stop here, or None: a sweep's pruning (loop.train)
+    progress_every: float | None = None  # --progress: seconds between plain progress lines off a terminal
 
 
 class SpecChanged(RuntimeError):
@@ -211,7 +213,8 @@ def _install_signals(interrupt: Interrupt):
 
 def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
-    console = Console(quiet=opts.quiet, enabled=main)
+    every = opts.progress_every if opts.progress_every is not None else plan.settings["log"].get("progress", 30.0)
+    console = Console(quiet=opts.quiet, enabled=main, plain_every=every)
     run_dir = None
     try:
         run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
@@ -240,6 +243,7 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
     try:
         run_dir.sinks.on_warning = lambda message: console.say(f"warning: {message}")
         open_log_sinks(plan, run_dir, opts.runs_base)  # TensorBoard, trackers: the spec's log block
+        seen = run_dir.sinks.add(SummarySink())
         run = setup(plan, run_dir, console, dist)
         for note in run.precision.notes:
             console.say(f"note: {note}")
@@ -280,10 +284,14 @@ def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
         console.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if run is not None:
+        outcome.summary = _summary(run, outcome, seen, run_dir)
     try:
         if run_dir.path.exists():
             run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
                                phases=run.curriculum.phase_names() if run else {})
+            if outcome.summary is not None:
+                run_dir.event("summary", outcome.step, **outcome.summary)
             run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
     except OSError as exc:  # a full disk even for a few hundred bytes: the console still says it
         outcome.message += f" (and run.json could not record it: {exc.strerror or exc})"
@@ -315,6 +323,17 @@ def _crashed(exc: BaseException, run_dir: RunDir, main: bool, step: int) -> Outc
     except OSError:
         where = "nowhere: the run directory cannot be written"
     return Outcome("failed", 1, f"{type(exc).__name__}: {exc} (traceback in {where})", step)
+
+
+def _summary(run, outcome: Outcome, seen: SummarySink, run_dir: RunDir) -> dict | None:
+    try:
+        return summarize(run, outcome, seen, run_dir.path)
+    except Exception as exc:  # the run's outcome stands; a summary that cannot be made is said, not raised
+        try:
+            run_dir.event("warning", outcome.step, message=f"no summary: {type(exc).__name__}: {exc}")
+        except OSError:
+            pass  # a full disk: the outcome below still reaches the console
+        return None
 
 
 def _resume(run, resume_from: Path | None, console: Console, allow_world_change: bool) -> None:

@@ -49,6 +49,7 @@ class Outcome:
     message: str
     step: int
     run_dir: str | None = None  # filled in by execute once the run has a directory
+    summary: dict | None = None  # execute's end-of-run summary (engine/summary.py), once set up
 
 
 class Interrupt:
@@ -579,9 +580,9 @@ def _finish(run: Run, window: Window) -> None:
 
 
 def _how_to_continue(run: Run) -> str:
-    if run.plan.settings["checkpoint"]["resume"] == "latest":
-        return "the same command continues it"
-    return f"continue with --run-dir {run.dir.path} --set checkpoint.resume=latest"
+    from specrun.engine.summary import continue_command
+
+    return f"continue with: {continue_command(run.plan, run.dir.path)}"
 
 
 def _interrupted(run: Run, signum: int) -> Outcome:
