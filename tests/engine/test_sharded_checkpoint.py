@@ -122,3 +122,14 @@ def test_metadata_that_would_run_code_is_refused(finished, tmp_path):
     with pytest.raises(CheckpointError, match="metadata"):
         read_metadata(target)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_export_writes_single_file_weights_from_a_sharded_run(finished, tmp_path):
+    from specrun.engine.export import export, from_export
+
+    done = export(finished, tmp_path / "export")
+    assert done.step == 12
+    model, manifest = from_export(tmp_path / "export")
+    saved = full_state_dict(finished / "checkpoints" / "final.pt")["model"]
+    assert manifest["checkpoint"]["file"] == "final.pt"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())

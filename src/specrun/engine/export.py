@@ -23,6 +23,7 @@ import torch
 
 from specrun.components.api import Context
 from specrun.engine.checkpoint import Checkpointer
+from specrun.engine.sharded import ShardedStore, sharded
 from specrun.engine.store import CheckpointError
 from specrun.engine.curriculum import Curriculum
 from specrun.engine.setup import SetupError, component_factory
@@ -164,7 +165,9 @@ def from_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
     except OSError as exc:
         raise ExportError(f"{run_dir} is not a run directory: cannot read {spec_path} ({exc.strerror or exc})") from None
     plan = _plan_from_text(spec_text, str(spec_path))
-    ck = Checkpointer.from_settings(run_dir / plan.settings["checkpoint"]["dir"], plan.settings["checkpoint"],
+    ck_dir = run_dir / plan.settings["checkpoint"]["dir"]
+    store = ShardedStore(ck_dir, whole=True) if sharded(plan) else None  # FSDP: shards joined here
+    ck = Checkpointer.from_settings(ck_dir, plan.settings["checkpoint"], store=store,
                                     repair=False)  # reading only: a damaged index is not mended here
     entry = _checkpoint_entry(ck, which, run_dir)
     state, path = _read_checkpoint(ck, entry)

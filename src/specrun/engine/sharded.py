@@ -171,6 +171,14 @@ def full_state_dict(directory: Path) -> dict:
 
     directory = Path(directory)
     _verify(directory, _read_manifest(directory), None)
+    return _joined(directory)
+
+
+def _joined(directory: Path) -> dict:
+    """A verified checkpoint directory's whole state, in this process."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
     metadata = read_metadata(directory)
     _only_tensors(metadata, directory)
     flat = {}
@@ -230,9 +238,10 @@ class ShardedStore(CheckpointStore):
 
     every_rank_writes = True
 
-    def __init__(self, directory: Path, template=None, dist=None):
+    def __init__(self, directory: Path, template=None, dist=None, whole: bool = False):
         super().__init__(directory)
         self.template = template  # () -> tensors to load into (live_template); None: rest.pt only
+        self.whole = whole  # load() joins every shard in this process (export, inspection)
         self.dist = dist  # engine.distributed.Dist, or None in a single process
         self.files = FileStore(directory)  # checkpoints written before the run was sharded
 
@@ -323,6 +332,8 @@ class ShardedStore(CheckpointStore):
                 problem = f"{name}: another rank found a damaged file"
         if problem:
             raise CheckpointError(problem)
+        if self.whole:
+            return _joined(path)
         rest = load_file(path / REST)
         if self.template is None:
             return rest  # what it is and where it was: enough to list and choose
