@@ -27,8 +27,9 @@ from specrun.spec.check import Spec, check, check_all_profiles
 from specrun.spec.diagnostics import Diagnostic, SpecError
 from specrun.spec.parse import parse, read_source
 
-TORCH_MISSING = ("training needs PyTorch, which is not installed here: "
-                 "pip install \"torch==2.13.0\" -e \".[train]\" (or the torch build for your CUDA, then specrun[train])")
+TORCH_MISSING = ("training needs PyTorch, which is not installed here: pip install \"specrun[train]\" "
+                 "(install the torch build for your machine first, and pip keeps it; in a checkout: "
+                 "pip install \"torch==2.13.0\" -e \".[train]\")")
 
 
 class TorchMissing(RuntimeError):
