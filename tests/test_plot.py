@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from specrun.cli.commands import plot_command
 from specrun.cli.plot import (
     Gate, PlotError, PlotUnavailable, build_figure, default_metrics, expand, gate_series, gate_thresholds,
-    gates, load, plot_runs,
+    gates, load, phase_spans, plot_runs, run_labels,
 )
 
 pytest.importorskip("matplotlib")
@@ -99,7 +99,7 @@ def test_thresholds_fall_back_to_text_when_unparseable():
     # written by some other version of the language: still find the obvious comparison
     found = gate_thresholds(Gate("promote a", "mean(train.accuracy, 100) >= 0.95 @@ new_syntax"))
     assert [(t.series, t.value) for t in found] == [("train.accuracy", 0.95)]
-    assert found[0].label == "promote a: train.accuracy >= 0.95"
+    assert found[0].label == "promote a: mean(train.accuracy, 100) >= 0.95 @@ new_syntax"
 
 
 def test_expand_short_names():
@@ -121,12 +121,36 @@ def test_figure_panels_promotions_thresholds(tmp_path):
     # the promotion at step 30: a vertical line on every panel
     for ax in axes:
         assert any(list(line.get_xdata()) == [30, 30] for line in ax.lines)
-    # gate thresholds as horizontal lines on their metric's panel
+    # a promotion gate's threshold over its phase's steps only; other gates' across the run
     horizontal = lambda ax: {line.get_ydata()[0] for line in ax.lines if list(line.get_xdata()) == [0, 1]}
-    assert horizontal(accuracy) == {0.75}
-    assert horizontal(loss) == {0.8}
-    assert horizontal(bits) == {3}
-    assert any("promote size.small: train.accuracy >= 0.75" in t.get_text() for t in accuracy.texts)
+    spans = lambda ax: {(seg[0][0], seg[1][0], seg[0][1]) for c in ax.collections for seg in c.get_segments()}
+    assert spans(accuracy) == {(0, 30, 0.75)}  # size.small lasted until the promotion at step 30
+    assert spans(loss) == {(0, 100, 0.8)}  # mode.easy: the whole run
+    assert horizontal(bits) == {3} and spans(bits) == set()  # a switch: across the run
+    # a compound gate is labelled whole, not by the half that has a constant
+    assert any(t.get_text() == "promote size.small: phase.steps >= 20 and mean(train.accuracy, 10) >= 0.75"
+               for t in accuracy.texts)
+
+
+def test_phase_spans_follow_the_promotions(tmp_path):
+    run = load(make_run(tmp_path, "r1", promote_at=40))
+    assert phase_spans(run, "size", "small") == [(0, 40)] and phase_spans(run, "size", "big") == [(40, 100)]
+    assert phase_spans(run, "mode", "hard") == []
+
+
+def test_legends_name_runs_by_profile_and_overrides(tmp_path):
+    def run_with(run_id, profile=None, overrides=()):
+        path = make_run(tmp_path, run_id)
+        (path / "plan.json").write_text(json.dumps({**PLAN, "profile": profile, "overrides": list(overrides)}))
+        return path
+
+    a = run_with("20260101-000000-1", "smoke", ["optimizer.lr=1e-3"])
+    b = run_with("20260101-000100-2", "smoke", ["optimizer.lr=3e-3"])
+    c = run_with("20260101-000200-3")
+    assert run_labels([a, b, c]) == ["-p smoke optimizer.lr=1e-3", "-p smoke optimizer.lr=3e-3", "(as written)"]
+    d = run_with("20260101-000300-4", "smoke", ["optimizer.lr=1e-3"])  # the same again: the id tells them apart
+    assert run_labels([a, d]) == [a.name, d.name]
+    assert run_labels([a, b, d])[0] == f"-p smoke optimizer.lr=1e-3 {a.name}"
 
 
 def test_promotions_at_the_same_step_are_labelled_side_by_side(tmp_path):

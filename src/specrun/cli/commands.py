@@ -136,7 +136,7 @@ def plot_command(runs, output, metrics, base):
       specrun plot runs/builtin_rule/RUN_A runs/builtin_rule/RUN_B --metric accuracy
       specrun plot builtin_rule/sweeps/sweep -o sweep.png
     """
-    from specrun.cli.plot import PlotError, PlotUnavailable, load_healthy, plot_runs
+    from specrun.cli.plot import PlotError, PlotUnavailable, load_healthy, plot_runs, run_labels
     from specrun.cli.runs import resolve_run
     from specrun.cli.sweep_runs import find_sweep, read_sweep
 
@@ -156,9 +156,7 @@ def plot_command(runs, output, metrics, base):
         dirs = [resolve_run(ref, base) for ref in runs]
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    ids = [d.name for d in dirs]
-    labels = [d.name if ids.count(d.name) == 1 else f"{d.parent.name}/{d.name}" for d in dirs]
-    loaded, skipped = load_healthy(dirs, labels)
+    loaded, skipped = load_healthy(dirs, run_labels(dirs))
     if not loaded:
         raise click.ClickException("nothing to plot: " + "; ".join(skipped))
     try:

@@ -40,13 +40,15 @@ class PlotError(RuntimeError):
 class Gate:
     label: str  # "promote warm", "stop", "switch model.memory"
     text: str  # the expression as written in plan.json
+    phase: tuple[str, str] | None = None  # (axis, phase) a promotion gate is judged in; None: the whole run
 
 
 @dataclass(frozen=True)
 class Threshold:
     series: str  # "train.accuracy"
     value: float
-    label: str  # "promote warm: >= 0.95"
+    label: str  # the whole gate: "promote warm: phase.steps >= 20 and mean(train.accuracy, 10) >= 0.95"
+    phase: tuple[str, str] | None = None  # drawn over that phase's steps only
 
 
 @dataclass
@@ -103,7 +105,7 @@ def gates(plan: dict) -> list[Gate]:
         for phase in axis.get("phases") or []:
             if phase.get("promote"):
                 where = phase["name"] if len(axes) == 1 else f"{axis.get('axis')}.{phase['name']}"
-                out.append(Gate(f"promote {where}", str(phase["promote"])))
+                out.append(Gate(f"promote {where}", str(phase["promote"]), (str(axis.get("axis")), phase["name"])))
     settings = plan.get("settings") or {}
     if settings.get("stop"):
         out.append(Gate("stop", str(settings["stop"])))
@@ -140,7 +142,8 @@ def gate_thresholds(gate: Gate) -> list[Threshold]:
         found = list(_thresholds_in(expr))
     except Exception:
         found = [(m[0], m[1], float(m[2])) for m in _THRESHOLD.findall(gate.text)]
-    return [Threshold(series, value, f"{gate.label}: {series} {op} {value:g}") for series, op, value in found]
+    # Labelled with the whole gate: half of `a and b` would say the phase ends when it does not.
+    return [Threshold(series, value, f"{gate.label}: {gate.text}", gate.phase) for series, op, value in found]
 
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -260,10 +263,7 @@ def build_figure(runs: list[RunData], metrics: list[str] | None = None, title: s
                 ax.axvline(promo.get("step", 0), color=colour, linestyle=":", linewidth=1.0, alpha=0.8)
         for th in thresholds:
             if panel_of(th.series) == panel and any(n == th.series for n in wanted):
-                ax.axhline(th.value, color="0.35", linestyle="-.", linewidth=0.9)
-                ax.annotate(th.label, xy=(1.0, th.value), xycoords=("axes fraction", "data"),
-                            xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom",
-                            fontsize=7, color="0.3")
+                _draw_threshold(ax, th, runs, colours)
         ax.set_ylabel(panel)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=7)
@@ -277,11 +277,70 @@ def build_figure(runs: list[RunData], metrics: list[str] | None = None, title: s
             step = promo.get("step", 0)
             beside = at_step[step] = at_step.get(step, -1) + 1
             top.annotate(text, xy=(step, 1.0), xycoords=("data", "axes fraction"),
-                         xytext=(2 + 9 * beside, -2), textcoords="offset points", rotation=90, ha="left",
-                         va="top", fontsize=7, color=colour)
+                         xytext=(2 + 13 * beside, -2), textcoords="offset points", rotation=90, ha="left",
+                         va="top", fontsize=9, color=colour,
+                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     axes[-1].set_xlabel("step")
     fig.suptitle(title or _title(runs), fontsize=10)
     return fig, warnings
+
+
+def phase_spans(run: RunData, axis: str, phase: str) -> list[tuple[float, float]]:
+    """The steps during which ``axis`` was in ``phase``, from the run's ``phase`` events."""
+    moves = sorted((e for e in run.promotions if str(e.get("axis")) == axis), key=lambda e: e.get("step", 0))
+    phases = next((a.get("phases") or [] for a in run.plan.get("curriculum") or [] if str(a.get("axis")) == axis), [])
+    current = moves[0].get("old") if moves else (phases[0].get("name") if phases else None)
+    last = max((s for series in run.metrics.values() for s, _ in series), default=0)
+    spans, start = [], 0
+    for move in moves:
+        if move.get("old") == current and current == phase:
+            spans.append((start, move.get("step", 0)))
+        current, start = move.get("new"), move.get("step", 0)
+    if current == phase:
+        spans.append((start, max(last, start)))
+    return spans
+
+
+def _draw_threshold(ax, th: Threshold, runs: list[RunData], colours: list[str]) -> None:
+    """A gate's constant as a dash-dot line: over its phase's steps in each run, else across the run."""
+    several = len(runs) > 1
+    if th.phase is None:
+        ax.axhline(th.value, color="0.35", linestyle="-.", linewidth=0.9)
+        ax.annotate(th.label, xy=(1.0, th.value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=8, color="0.25")
+        return
+    starts = []
+    for run, colour in zip(runs, colours):
+        for start, end in phase_spans(run, *th.phase):
+            ax.hlines(th.value, start, end, colors=colour if several else "0.35", linestyles="-.", linewidth=0.9)
+            starts.append(start)
+    if starts:  # written from where the phase began, into the plot (its span may be short)
+        ax.annotate(th.label, xy=(min(starts), th.value), xycoords="data", xytext=(4, 3),
+                    textcoords="offset points", ha="left", va="bottom", fontsize=8, color="0.25")
+
+
+def run_labels(dirs: list[Path]) -> list[str]:
+    """Legend names that tell the runs apart. A run id only says when a run started: runs of one
+    spec are named by their profile and overrides, and by id only where those are the same."""
+    def config(path: Path) -> str:
+        plan = read_json(path / "plan.json")
+        profile = plan.get("profile") if isinstance(plan.get("profile"), str) else None
+        overrides = [o for o in plan.get("overrides") or [] if isinstance(o, str)] \
+            if isinstance(plan.get("overrides"), list) else []
+        return " ".join(([f"-p {profile}"] if profile else []) + overrides)
+
+    configs = [config(d) for d in dirs]
+    specs = {d.parent.name for d in dirs}
+    labels = []
+    for d, conf in zip(dirs, configs):
+        if len(set(configs)) == 1:
+            label = d.name  # nothing but time tells them apart
+        else:
+            label = conf or "(as written)"
+            if configs.count(conf) > 1:
+                label += f" {d.name}"
+        labels.append(f"{d.parent.name}: {label}" if len(specs) > 1 else label)
+    return labels
 
 
 def _all_thresholds(runs: list[RunData]) -> list[Threshold]:
@@ -289,7 +348,7 @@ def _all_thresholds(runs: list[RunData]) -> list[Threshold]:
     for run in runs:
         for gate in gates(run.plan):
             for th in gate_thresholds(gate):
-                seen.setdefault((th.series, th.value), th)
+                seen.setdefault((th.series, th.value, th.phase), th)
     return list(seen.values())
 
 
