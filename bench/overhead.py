@@ -229,7 +229,7 @@ def specrun_run(plan, data: dict, stamps: Stamps, base: Path, n: int) -> tuple[l
     stamps.reset()
     run_dir = base / f"run{n}"
     t0 = time.perf_counter()
-    out = execute(plan, data, Options(run_dir=str(run_dir), quiet=True, runs_base=str(base)))
+    out = execute(plan, Options(run_dir=str(run_dir), quiet=True, runs_base=str(base)))
     t1 = time.perf_counter()
     assert out.code == 0, out.message
     final = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)["model"]

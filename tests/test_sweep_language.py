@@ -72,7 +72,7 @@ def test_a_run_ignores_the_sweep_block():
     assert with_sweep.hash == without.hash  # editing the sweep never makes a run's resume refuse
     plan = build_plan(with_sweep)
     assert "sweep" not in plan.settings and plan.to_json() == build_plan(without).to_json() | {
-        "source": plan.to_json()["source"]}
+        "source": plan.to_json()["source"], "spec_text": plan.spec_text}  # spec.train keeps the block
 
 
 def test_the_sweep_block_survives_a_round_trip_through_the_run_directory_text():

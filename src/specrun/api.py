@@ -124,7 +124,7 @@ def run(spec: Spec | str | Path, profile: str | None = None, overrides: Iterable
     opts = execute.Options(run_dir=run_dir, new=new, allow_spec_change=allow_spec_change, quiet=quiet,
                            runs_base=runs_base, profile_trace=profile_trace, progress_every=progress_every,
                            on_metrics=on_metrics)
-    outcome = execute.execute(compiled, spec.data, opts, dist=dist)
+    outcome = execute.execute(compiled, opts, dist=dist)
     return RunResult(outcome.status, outcome.code, outcome.message, outcome.step, outcome.run_dir, outcome.summary)
 
 

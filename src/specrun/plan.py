@@ -12,13 +12,17 @@ It serialises to JSON (``plan.json`` in the run directory). Torch-free.
 from __future__ import annotations
 
 import copy
+import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from specrun.spec import catalog as cat
 from specrun.spec.check import Spec
+from specrun.spec.fmt import format_data
 from specrun.spec.rules import component_params
 from specrun.spec.schema import spec_schema
+from specrun.spec.syntax import QUANTITY
+from specrun.spec.units import SPAN_UNITS
 from specrun.spec.values import Gate, IntRange, Qty, to_json
 
 
@@ -62,6 +66,7 @@ class Plan:
     # A sweep's trial (set by `specrun sweep`): {"sweep", "number", "objective": metric,
     # "prune": Gate or None}. The engine records what it reads and the sweep's watch decides.
     trial: dict | None = None
+    spec_text: str = ""  # the spec as run, canonical text: the run directory's spec.train
 
     # -- conveniences the engine and `specrun plan` read -------------------------------
 
@@ -85,6 +90,18 @@ class Plan:
     def section(self, name: str) -> dict:
         return self.settings.get(name) or {}
 
+    @property
+    def gates(self) -> list[Gate]:
+        """Every expression the run evaluates: promotions, switches, expectations, stop."""
+        gates = [p.promote for a in self.axes for p in a.phases if p.promote]
+        gates += [s.gate for s in self.switches]
+        gates += [e["expr"] for e in self.settings.get("expect", [])]
+        if self.settings.get("stop"):
+            gates.append(self.settings["stop"])
+        if self.trial and self.trial.get("prune"):
+            gates.append(self.trial["prune"])  # a sweep's prune gate reads the run's history like any gate
+        return gates
+
     def to_json(self) -> dict:
         out = {
             "name": self.name, "spec_hash": self.spec_hash, "seed": self.seed,
@@ -94,14 +111,79 @@ class Plan:
             "components": self.components,
             "curriculum": [{"axis": a.name, "phases": [
                 {"name": p.name, "set": p.set, "promote": p.promote} for p in a.phases]} for a in self.axes],
-            "switches": [asdict(s) for s in self.switches],
+            "switches": [{"target": s.target, "name": s.name, "gate": s.gate} for s in self.switches],
             "settings": self.settings,
             "estimates": self.estimates,
             "resolved": self.resolved,
+            "spec_text": self.spec_text,
         }
         if self.trial is not None:
             out["trial"] = self.trial
         return to_json(out)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Plan":
+        """The Plan a plan.json describes: ``Plan.from_json(plan.to_json()) == plan``.
+
+        JSON carries spans and gates as text; the spec schema (and each component's
+        parameter schema) says which strings are quantities and which are expressions.
+        Gate text is parsed, so this is a tool for reading runs, not for training.
+        """
+        root = spec_schema()
+        components = {}
+        for kind, comp in data["components"].items():
+            entry = cat.lookup(kind, comp["type"])
+            params = _decode(comp["params"], entry.params, entry.params) if entry else comp["params"]
+            components[kind] = {**comp, "params": params}
+        settings = _decode(data["settings"], root, root)
+        return cls(
+            name=data["name"], spec_hash=data["spec_hash"], seed=data["seed"], settings=settings,
+            components=components, axes=_axes(settings.get("curriculum") or {}),
+            switches=[Switch(s["target"], s["name"], _gate(s["gate"])) for s in data["switches"]],
+            estimates=data.get("estimates", {}), resolved=data.get("resolved", {}),
+            profile=data.get("profile"), overrides=tuple(data.get("overrides", ())),
+            source=data.get("source", ""), spec_text=data.get("spec_text", ""),
+            trial=_trial(data.get("trial")),
+        )
+
+
+def _trial(trial: dict | None) -> dict | None:
+    if trial and trial.get("prune"):
+        return {**trial, "prune": _gate(trial["prune"])}
+    return trial
+
+
+def _gate(text: str) -> Gate:
+    from specrun.spec.parse import parse_expression
+
+    return Gate(parse_expression(text))
+
+
+def _decode(value, schema: dict, root: dict):
+    """JSON -> plan values, directed by the schema: spans back to Qty, gate text to Gate."""
+    schema = _resolve_ref(schema, root)
+    types = schema.get("type")
+    types = {types} if isinstance(types, str) else set(types or ())
+    if isinstance(value, str) and "gate" in types:
+        return _gate(value)
+    if isinstance(value, str) and types & {"span", "duration", "bytes"}:
+        m = QUANTITY.match(value)
+        if m:
+            number = m["number"]
+            amount = float(number) if any(c in number for c in ".eE") else int(number)
+            return Qty(amount, SPAN_UNITS.get(m["unit"], m["unit"]))
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {k: _decode(v, props[k] if k in props else (extra if isinstance(extra, dict) else {}), root)
+                for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_decode(v, schema["items"], root) for v in value]
+    for sub in schema.get("anyOf", []) + schema.get("oneOf", []):
+        decoded = _decode(value, sub, root)
+        if decoded is not value:
+            return decoded
+    return value
 
 
 # ---- defaults -------------------------------------------------------------------------
@@ -135,8 +217,6 @@ def fill_defaults(value, schema: dict, root: dict):
 
 def _default(value, schema: dict):
     if schema.get("type") in ("duration", "bytes", "span") and isinstance(value, str):
-        from specrun.spec.syntax import QUANTITY
-
         m = QUANTITY.match(value)
         return Qty(float(m["number"]) if "." in m["number"] else int(m["number"]), m["unit"])
     return copy.deepcopy(value)
@@ -238,7 +318,7 @@ def build_plan(spec: Spec) -> Plan:
     plan = Plan(
         name=spec.name, spec_hash=spec.hash, seed=settings.get("seed", 0), settings=settings,
         components=components, axes=axes, switches=switches, profile=spec.profile,
-        overrides=spec.overrides, source=spec.path, resolved=resolved,
+        overrides=spec.overrides, source=spec.path, resolved=resolved, spec_text=format_data(spec.data),
     )
     plan.estimates = _estimates(plan)
     return plan
@@ -316,3 +396,43 @@ def _estimates(plan: Plan) -> dict:
         except Exception as exc:  # an estimate must never stop a plan from printing
             out["parameters_error"] = str(exc)
     return out
+
+
+# ---- what changed between two plans ---------------------------------------------------------
+
+def plan_changes(old: dict, new: Plan) -> list[str]:
+    """``path: old -> new`` for every setting an earlier run's plan.json and this plan differ in.
+
+    ``old`` is read back from a run directory: anything that is not a plan's shape is
+    reported as unreadable rather than trusted.
+    """
+    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict) \
+            or not isinstance(old.get("components"), dict):
+        return ["(the earlier run's plan.json cannot be read)"]
+    a, b = _flat_plan(old), _flat_plan(new.to_json())
+    return [f"{key}: {a.get(key, '(unset)')} -> {b.get(key, '(unset)')}"
+            for key in sorted(a.keys() | b.keys()) if a.get(key) != b.get(key)]
+
+
+def _flat_plan(data: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kind, comp in data["components"].items():
+        if isinstance(comp, dict):
+            out[kind] = str(comp.get("type"))
+            _flatten(comp.get("params"), kind, out)
+    settings = {k: v for k, v in data["settings"].items()}
+    if isinstance(settings.get("checkpoint"), dict):  # where a run starts from is not what it is
+        settings["checkpoint"] = {k: v for k, v in settings["checkpoint"].items() if k != "resume"}
+    _flatten(settings, "", out)
+    return out
+
+
+def _flatten(value, prefix: str, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) and "name" in v for v in value):
+        for v in value:  # phases and axes by name, as profiles and --set address them
+            _flatten({k: x for k, x in v.items() if k != "name"}, f"{prefix}.{v['name']}", out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)

@@ -137,7 +137,7 @@ def run_inproc(spec_path, run_dir=None, *, sets=(), quiet=True, profile=None, **
 
     spec, plan = load_plan(spec_path, profile, sets=sets)
     opts = Options(run_dir=str(run_dir) if run_dir is not None else None, quiet=quiet, **options)
-    return execute(plan, spec.data, opts)
+    return execute(plan, opts)
 
 
 def events(run_dir, name=None) -> list[dict]:

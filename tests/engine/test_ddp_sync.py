@@ -70,7 +70,7 @@ def _run_ranked(spec_path, run_dir, rank: int, world: int, counts: list):
 
     spec, plan = load_plan(spec_path)
     dist = Dist(rank, world, 0, torch.device("cpu"), "ddp")
-    return execute(plan, spec.data, Options(run_dir=str(run_dir), quiet=True), dist)
+    return execute(plan, Options(run_dir=str(run_dir), quiet=True), dist)
 
 
 @pytest.mark.parametrize("accumulate", [1, 4])
@@ -100,9 +100,8 @@ def _rank_main(rank, world, port, spec_path, run_dir, result_path):
     _, plan = load_plan(spec_path)
     dist = distributed.from_environment(plan)
     from specrun.engine.execute import Options, execute
-    from specrun.spec.check import load
 
-    out = execute(plan, load(str(spec_path), None, ()).data, Options(run_dir=str(run_dir), quiet=True), dist)
+    out = execute(plan, Options(run_dir=str(run_dir), quiet=True), dist)
     with open(result_path, "w") as fh:
         fh.write(f"{out.code} {len(counts)}")
 

@@ -13,7 +13,6 @@ import pytest
 from specrun.spec import expr as ex
 from specrun.engine.curriculum import Curriculum
 from specrun.engine.history import History, window_sizes
-from specrun.engine.setup import _all_gates
 
 from .conftest import load_plan, write_spec
 
@@ -34,7 +33,7 @@ class Driver:
 
     def __init__(self, tmp_path, body: str, per_epoch=None, accumulate=1):
         _, self.plan = load_plan(write_spec(tmp_path, HEAD + body))
-        self.history = History(*window_sizes(_all_gates(self.plan)))
+        self.history = History(*window_sizes(self.plan.gates))
         self.curriculum = Curriculum(self.plan.axes)
         self.per_epoch = per_epoch
         self.accumulate = accumulate
@@ -64,7 +63,7 @@ class Driver:
         other = Driver.__new__(Driver)
         other.__dict__.update(plan=self.plan, per_epoch=self.per_epoch, accumulate=self.accumulate, step=0,
                               micro=0, log=[], curriculum=Curriculum(self.plan.axes),
-                              history=History(*window_sizes(_all_gates(self.plan))))
+                              history=History(*window_sizes(self.plan.gates)))
         return other
 
     def phases(self):
@@ -475,7 +474,7 @@ def test_history_round_trip_keeps_what_gates_see(tmp_path):
     for acc, loss in ((0.25, 1.0), (0.75, 0.5), (1.0, 0.25)):
         d.train(accuracy=acc, loss=loss)
     state = d.history.state_dict()
-    fresh = History(*window_sizes(_all_gates(d.plan)))
+    fresh = History(*window_sizes(d.plan.gates))
     fresh.load_state_dict(state)
     for name in ("train.accuracy", "train.loss"):
         assert list(fresh.context.series[name]) == list(d.ctx.series[name])
@@ -506,7 +505,7 @@ def test_keenkenning_transitions_epoch_loss_valid_rate_and_combined():
     from .conftest import ROOT
 
     _, plan = load_plan(ROOT / "specs" / "keenkenning.train")
-    history, cur = History(*window_sizes(_all_gates(plan))), Curriculum(plan.axes)
+    history, cur = History(*window_sizes(plan.gates)), Curriculum(plan.axes)
     ctx, per_epoch, moved = history.context, 100, []  # 100 steps an epoch (accumulate 1)
     val_at = {250: (0.45, 0.1), 300: (0.45, 0.85), 350: (0.35, 0.6), 400: (0.35, 0.75)}
     for step in range(1, 1601):

@@ -119,10 +119,9 @@ def gates(plan: dict) -> list[Gate]:
 
 
 def _parse_expr(text: str):
-    from specrun.spec.parse import parse_statements
+    from specrun.spec.parse import parse_expression
 
-    statements = parse_statements(f"gate when {text}", "<plan.json>")
-    return statements[0].gate if statements else None
+    return parse_expression(text, "<plan.json>")
 
 
 def gate_series(text: str) -> set[str]:

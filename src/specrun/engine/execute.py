@@ -32,8 +32,7 @@ from specrun.engine.sharded import ShardedStore, sharded
 from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.summary import SummarySink, summarize
 from specrun.engine.store import FileStore
-from specrun.spec.fmt import format_data
-from specrun.plan import Plan, code_changes
+from specrun.plan import Plan, code_changes, plan_changes
 
 
 @dataclass
@@ -53,16 +52,7 @@ class SpecChanged(RuntimeError):
     """Resuming would mix two different experiments in one run directory."""
 
 
-def _spec_diff(old_spec: Path, plan: Plan, spec_data: dict) -> list[str]:
-    from specrun.spec.diff import diff
-    from specrun.spec.parse import parse
-
-    old = parse(old_spec.read_text(encoding="utf-8"), str(old_spec))
-    new = parse(format_data(spec_data), "(this spec)")
-    return diff(old, new)
-
-
-def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
+def choose_run_dir(plan: Plan, opts: Options, say,
                    main: bool = True) -> tuple[RunDir, Path | None]:
     """(run directory, where to resume from or None).
 
@@ -117,12 +107,12 @@ def choose_run_dir(plan: Plan, spec_data: dict, opts: Options, say,
         for line in code_changes(_old_plan(path), plan):
             warn(line)
         if old_hash != plan.spec_hash:
-            lines = _spec_diff(path / "spec.train", plan, spec_data) or ["(layout only)"]
+            lines = plan_changes(_old_plan(path) or {}, plan) or ["(layout only)"]
             if not opts.allow_spec_change:
                 raise SpecChanged(f"the spec changed since run {path} began:\n  " + "\n  ".join(lines)
                                   + "\nresume anyway with --allow-spec-change, or start fresh with --new")
             say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
-            _record_spec_change(run_dir, plan, spec_data, lines)
+            _record_spec_change(run_dir, plan, lines)
         return run_dir, path / ck_dir
     except BaseException:
         run_dir.release()  # refused: the lock goes with the answer
@@ -158,7 +148,7 @@ def _next_segment(path: Path) -> int:
     return last + 1 if isinstance(last, int) and not isinstance(last, bool) and 0 <= last < 10**6 else 1
 
 
-def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: list[str]) -> None:
+def _record_spec_change(run_dir: RunDir, plan: Plan, lines: list[str]) -> None:
     """Keep the old spec and plan beside the new ones, and say what changed in the events."""
     import time
 
@@ -170,7 +160,7 @@ def _record_spec_change(run_dir: RunDir, plan: Plan, spec_data: dict, lines: lis
         old = run_dir.path / name
         if old.exists():
             old.rename(old.with_name(f"{old.stem}.before-{stamp}{old.suffix}"))
-    run_dir.create(format_data(spec_data), plan.to_json())
+    run_dir.create(plan.spec_text, plan.to_json())
     run_dir.event("spec_change", 0, changes=lines, previous=f"spec.before-{stamp}.train")
 
 
@@ -211,17 +201,17 @@ def _install_signals(interrupt: Interrupt):
     return previous
 
 
-def execute(plan: Plan, spec_data: dict, opts: Options, dist=None) -> Outcome:
+def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
     every = opts.progress_every if opts.progress_every is not None else plan.settings["log"].get("progress", 30.0)
     console = Console(quiet=opts.quiet, enabled=main, plain_every=every)
     run_dir = None
     try:
-        run_dir, resume_from = choose_run_dir(plan, spec_data, opts, console.say, main)
+        run_dir, resume_from = choose_run_dir(plan, opts, console.say, main)
         if dist is not None:  # every rank chooses before rank 0 creates: else a late rank finds a "run"
             dist.barrier()
         if not (run_dir.path / "plan.json").exists():
-            run_dir.create(format_data(spec_data), plan.to_json())
+            run_dir.create(plan.spec_text, plan.to_json())
         outside = outputs_outside(run_dir.path, plan.settings)
         if outside:
             run_dir.release()

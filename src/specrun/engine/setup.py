@@ -112,18 +112,6 @@ def component_factory(plan: Plan, kind: str):
     return _factory(plan, kind)
 
 
-def _all_gates(plan: Plan):
-    st = plan.settings
-    gates = [p.promote for a in plan.axes for p in a.phases if p.promote]
-    gates += [s.gate for s in plan.switches]
-    gates += [e["expr"] for e in st.get("expect", [])]
-    if st.get("stop"):
-        gates.append(st["stop"])
-    if plan.trial and plan.trial.get("prune"):
-        gates.append(plan.trial["prune"])  # a sweep's prune gate reads the run's history like any gate
-    return gates
-
-
 def _trigger(section: str, value, total: int | None, steps_per_epoch: float | None):
     """Steps between events, or ("epochs", n): at the step that completes every nth epoch."""
     if isinstance(value, Qty) and value.span_unit == "epochs" and steps_per_epoch \
@@ -204,7 +192,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         if dist is not None:
             train_model = dist.wrap(train_model)
         dev.cap_vram((st.get("memory") or {}).get("vram_limit"), device, precision.notes)
-        needs = window_sizes(_all_gates(plan))
+        needs = window_sizes(plan.gates)
         ck = st["checkpoint"]
         best = ck.get("best") or {}
         if best:
@@ -258,7 +246,7 @@ def _gates_read_train_metrics(plan: Plan) -> bool:
 
     engine_own = {"train.loss", "train.grad_norm", "train.lr"}
     return any(ref.startswith("train.") and ref not in engine_own
-               for gate in _all_gates(plan) for ref in ex.series_refs(gate.expr))
+               for gate in plan.gates for ref in ex.series_refs(gate.expr))
 
 
 def _resolve_expectations(plan: Plan, total: int | None, steps_per_epoch: float | None) -> None:

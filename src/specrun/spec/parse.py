@@ -420,6 +420,11 @@ def parse(text: str, path: str = "<string>") -> s.Document:
     return s.Document(items, comments, path, text)
 
 
+def parse_expression(text: str, path: str = "<expression>") -> s.Expr:
+    """One expression, as written after `when` (a gate read back from plan.json)."""
+    return parse_statements(f"x when {text}", path)[0].gate
+
+
 def parse_statements(text: str, path: str) -> tuple[s.Statement, ...]:
     """Parse override text (``--set`` values): statements without the empty-file rule."""
     return _run(text, path, "start")[0]
