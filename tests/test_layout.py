@@ -91,3 +91,13 @@ def test_language_package_never_imports_torch_and_lark_only_to_parse():
         assert "torch" not in tops, path
         if path.name != "parse.py":
             assert "lark" not in tops, path
+
+
+def test_engine_functions_read_in_one_screen():
+    """The loop reads top to bottom like nanoGPT's: no function in engine/ over 60 lines."""
+    long = []
+    for path in (SRC / "engine").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.name}:{node.lineno} {node.name}")
+    assert long == []

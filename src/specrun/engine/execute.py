@@ -107,16 +107,21 @@ def choose_run_dir(plan: Plan, opts: Options, say,
         for line in code_changes(_old_plan(path), plan):
             warn(line)
         if old_hash != plan.spec_hash:
-            lines = plan_changes(_old_plan(path) or {}, plan) or ["(layout only)"]
-            if not opts.allow_spec_change:
-                raise SpecChanged(f"the spec changed since run {path} began:\n  " + "\n  ".join(lines)
-                                  + "\nresume anyway with --allow-spec-change, or start fresh with --new")
-            say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
-            _record_spec_change(run_dir, plan, lines)
+            _accept_spec_change(run_dir, plan, opts, say)
         return run_dir, path / ck_dir
     except BaseException:
         run_dir.release()  # refused: the lock goes with the answer
         raise
+
+
+def _accept_spec_change(run_dir: RunDir, plan: Plan, opts: Options, say) -> None:
+    """Refuse to mix two experiments in one run directory, unless told to: then say what changed."""
+    lines = plan_changes(_old_plan(run_dir.path) or {}, plan) or ["(layout only)"]
+    if not opts.allow_spec_change:
+        raise SpecChanged(f"the spec changed since run {run_dir.path} began:\n  " + "\n  ".join(lines)
+                          + "\nresume anyway with --allow-spec-change, or start fresh with --new")
+    say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
+    _record_spec_change(run_dir, plan, lines)
 
 
 def _locked(run_dir: RunDir) -> RunDir:
@@ -205,26 +210,10 @@ def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
     every = opts.progress_every if opts.progress_every is not None else plan.settings["log"].get("progress", 30.0)
     console = Console(quiet=opts.quiet, enabled=main, plain_every=every)
-    run_dir = None
-    try:
-        run_dir, resume_from = choose_run_dir(plan, opts, console.say, main)
-        if dist is not None:  # every rank chooses before rank 0 creates: else a late rank finds a "run"
-            dist.barrier()
-        if not (run_dir.path / "plan.json").exists():
-            run_dir.create(plan.spec_text, plan.to_json())
-        outside = outputs_outside(run_dir.path, plan.settings)
-        if outside:
-            run_dir.release()
-            return Outcome("failed", 1, outside[0], 0)
-    except (SpecChanged, RunLocked) as exc:
-        if run_dir is not None:
-            run_dir.release()
-        return Outcome("failed", 1, str(exc), 0)
-    except OSError as exc:  # a read-only or full disk before anything ran: say where
-        if run_dir is not None:
-            run_dir.release()
-        return Outcome("failed", 1, f"cannot create the run directory: {exc.strerror or exc}"
-                                    + (f": {exc.filename}" if exc.filename else ""), 0)
+    opened = _open_run_dir(plan, opts, console, main, dist)
+    if isinstance(opened, Outcome):
+        return opened
+    run_dir, resume_from = opened
     if main and plan.settings["log"].get("text"):
         console.text_log = run_dir.path / plan.settings["log"]["text"]
     interrupt = Interrupt()
@@ -239,21 +228,7 @@ def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
             console.say(f"note: {note}")
             run_dir.event("note", 0, message=note)
         _resume(run, resume_from, console, opts.allow_spec_change)
-        if run_dir.restart_segment is not None:
-            run.counters.segment = run_dir.restart_segment
-            run_dir.event("restart", 0, segment=run.counters.segment,
-                          message="no checkpoint to continue from: started again from step 0; rows and "
-                                  "events before this one are an earlier attempt")
-        if main:
-            run_dir.sinks.add(MetricsCsv(CsvLog(run_dir.path / "metrics.csv", metric_columns(run))))
-            if (extra := spec_csv(run)) is not None:
-                run_dir.sinks.add(extra)
-            if opts.on_metrics is not None:
-                run_dir.sinks.add(Callback(opts.on_metrics))
-        run_dir.set_status(status="running", spec=plan.name, started=read_status(run_dir.path).get("started")
-                           or __import__("time").time(), step=run.counters.step,
-                           phases=run.curriculum.phase_names(), segment=run.counters.segment)
-        run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resume_from is not None)
+        _start_recording(run, opts, resumed=resume_from is not None)
         outcome = _with_profiler(run, opts, lambda: train(run, interrupt, opts.watch))
     except (RunFailed, SetupError, CheckpointError, SpecChanged, ResumeRefused, SinkUnavailable,
             Unsupported, ComponentError) as exc:
@@ -276,6 +251,60 @@ def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
             signal.signal(sig, handler)
     if run is not None:
         outcome.summary = _summary(run, outcome, seen, run_dir)
+    _record_end(run_dir, run, outcome)
+    run_dir.sinks.close()
+    run_dir.release()
+    outcome.run_dir = str(run_dir.path)
+    return outcome
+
+
+def _open_run_dir(plan: Plan, opts: Options, console: Console, main: bool, dist):
+    """(run directory, where to resume from), locked and created; or the Outcome that refuses it."""
+    run_dir = None
+    try:
+        run_dir, resume_from = choose_run_dir(plan, opts, console.say, main)
+        if dist is not None:  # sync: every rank chooses before rank 0 creates, else a late rank finds a "run"
+            dist.barrier()
+        if not (run_dir.path / "plan.json").exists():
+            run_dir.create(plan.spec_text, plan.to_json())
+        outside = outputs_outside(run_dir.path, plan.settings)
+        if outside:
+            run_dir.release()
+            return Outcome("failed", 1, outside[0], 0)
+        return run_dir, resume_from
+    except (SpecChanged, RunLocked) as exc:
+        if run_dir is not None:
+            run_dir.release()
+        return Outcome("failed", 1, str(exc), 0)
+    except OSError as exc:  # a read-only or full disk before anything ran: say where
+        if run_dir is not None:
+            run_dir.release()
+        return Outcome("failed", 1, f"cannot create the run directory: {exc.strerror or exc}"
+                                    + (f": {exc.filename}" if exc.filename else ""), 0)
+
+
+def _start_recording(run, opts: Options, resumed: bool) -> None:
+    """The run's own sinks (rank 0's), then its status and start event: what `specrun runs` reads."""
+    run_dir = run.dir
+    if run_dir.restart_segment is not None:
+        run.counters.segment = run_dir.restart_segment
+        run_dir.event("restart", 0, segment=run.counters.segment,
+                      message="no checkpoint to continue from: started again from step 0; rows and "
+                              "events before this one are an earlier attempt")
+    if run.main:
+        run_dir.sinks.add(MetricsCsv(CsvLog(run_dir.path / "metrics.csv", metric_columns(run))))
+        if (extra := spec_csv(run)) is not None:
+            run_dir.sinks.add(extra)
+        if opts.on_metrics is not None:
+            run_dir.sinks.add(Callback(opts.on_metrics))
+    run_dir.set_status(status="running", spec=run.plan.name, started=read_status(run_dir.path).get("started")
+                       or __import__("time").time(), step=run.counters.step,
+                       phases=run.curriculum.phase_names(), segment=run.counters.segment)
+    run_dir.event("start", run.counters.step, segment=run.counters.segment, resumed=resumed)
+
+
+def _record_end(run_dir: RunDir, run, outcome: Outcome) -> None:
+    """run.json's final status, the summary and end events; a full disk only adds to the message."""
     try:
         if run_dir.path.exists():
             run_dir.set_status(status=outcome.status, step=outcome.step, message=outcome.message,
@@ -285,10 +314,6 @@ def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
             run_dir.event("end", outcome.step, status=outcome.status, message=outcome.message)
     except OSError as exc:  # a full disk even for a few hundred bytes: the console still says it
         outcome.message += f" (and run.json could not record it: {exc.strerror or exc})"
-    run_dir.sinks.close()
-    run_dir.release()
-    outcome.run_dir = str(run_dir.path)
-    return outcome
 
 
 # A write the disk refused: the run stops cleanly (exit 1, run.json says why), its

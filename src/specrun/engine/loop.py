@@ -434,91 +434,46 @@ def _peak_rss() -> int:
 
 # ---- the loop -------------------------------------------------------------------------------------
 
+@dataclass
+class _Loop:
+    """What the loop keeps between steps that is not saved: settings read once, the device
+    readout, which metric the console shows, and the last epoch seen."""
+
+    clip: float | None
+    drop_micro: bool  # nonfinite.scope micro_batch: a NaN micro-batch is dropped alone
+    scale: float  # gradients of the mean over the accumulated micro-batches
+    readout: Readout
+    key_metric: str | None
+    epoch_seen: int
+    has_gates: bool  # a spec without gates skips their evaluation (and its bookkeeping) entirely
+
+    def epoch_done(self, run: Run) -> int | None:
+        """The epoch this step completed, if it completed one (what `every N epochs` waits for)."""
+        if run.per_epoch and run.counters.micro // run.per_epoch > self.epoch_seen:
+            self.epoch_seen = run.counters.micro // run.per_epoch
+            return self.epoch_seen
+        return None
+
+
 def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
     """Run to the end, a stop gate, a failure or an interrupt. ``watch(run)``, when given,
     is asked after each step's gates whether to stop here (a sweep's pruning): it returns
     the reason, and the run ends ``pruned``."""
-    st = run.plan.settings
-    c = run.counters
-    clip = st.get("clip_grad_norm")
-    drop_micro = st["nonfinite"].get("scope") == "micro_batch"
-    every = run.every
-    scale = 1.0 / run.plan.accumulate  # gradients of the mean over the accumulated micro-batches
-    apply_phase_params(run)
-    for sw in run.plan.switches:  # a resumed run puts its switches back where they were
-        key = f"{sw.target}.{sw.name}"
-        if key in run.switch_state:
-            run.model.set_switch(sw.name, run.switch_state[key])
-    run.batches = run.task.train_batches(c.micro)
-    run.train_model.train()
-    window = run.window  # saved in checkpoints: a resumed run's first row averages what it would have
-    readout = run.readout = Readout(run.ctx.device)
-    run.reads_every_step = reads_train_series(run)
-    plan = run.plan  # a spec without gates skips their evaluation (and its bookkeeping) entirely
-    has_gates = bool(plan.switches or plan.settings.get("expect") or plan.settings.get("stop") is not None
-                     or any(p.promote for a in plan.axes for p in a.phases))
-    key_metric = next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None)
-    epoch_seen = c.micro // run.per_epoch if run.per_epoch else 0
-
+    loop = _start(run)
+    c, every, window = run.counters, run.every, run.window
     while run.total_steps is None or c.step < run.total_steps:
         signum = interrupt.signal
-        if run.dist is not None:  # a signal seen by any rank stops every rank at the same step
+        if run.dist is not None:  # sync: a signal seen by any rank stops every rank at the same step
             signum = run.dist.first_signal(signum)
         if signum is not None:
             return _interrupted(run, signum)
 
-        # 1. forward/backward over the accumulated micro-batches. Task metrics cost a few
-        # ops per micro-batch: computed every step only when a gate reads them, else on log steps.
-        log_every = every.get("log", 1)
-        with_metrics = run.metrics_every_step or not isinstance(log_every, int) or (c.step + 1) % log_every == 0
-        losses, metric_sums = [], {}
-        for i in range(run.plan.accumulate):
-            batch = next(run.batches)
-            c.micro += 1
-            window.tokens += _batch_tokens(batch)
-            if run.dist is None:
-                loss, metrics = _micro_step(run, batch, scale, with_metrics, drop_micro)
-            else:  # DDP: one all-reduce per optimizer step, in the last micro-batch's backward
-                with run.dist.gradient_sync(run.train_model, last=i == run.plan.accumulate - 1):
-                    loss, metrics = _micro_step(run, batch, scale, with_metrics, drop_micro)
-            if loss is None:
-                c.skipped_micro += 1
-                run.dir.event("skip_micro_batch", c.step + 1, micro=c.micro)
-                if i == run.plan.accumulate - 1 and losses and run.dist is not None:
-                    run.dist.average_gradients(run.model.parameters())  # the dropped backward would have
-                continue
-            losses.append(loss)
-            for k, v in metrics.items():
-                metric_sums[k] = metric_sums[k] + v if k in metric_sums else v
-        if losses and len(losses) < run.plan.accumulate:
-            _rescale_grads(run, run.plan.accumulate / len(losses))  # the mean over the kept ones
+        # 1-3. forward/backward over the micro-batches, clip, optimizer and scheduler step
+        _step(run, loop)
 
-        # 2. unscale and clip; is anything non-finite? (a flag on the device, not a host sync)
-        norm = _clip(run, clip)
-        if not losses:  # every micro-batch was dropped: the step is skipped below
-            losses = [torch.tensor(float("nan"), device=run.ctx.device)]
-        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-        if len(losses) > 1:
-            metric_sums = {k: v / len(losses) for k, v in metric_sums.items()}
-        nonfinite = readout.nonfinite(loss, norm)
-        if run.dist is not None:
-            run.dist.any_rank(nonfinite)  # a skip on one rank is a skip on all, or DDP hangs
-
-        # 3. optimizer and scheduler step (a non-finite step is skipped, not applied)
-        _optimizer_step(run, nonfinite)
-        lr = run.optimizer.param_groups[0]["lr"]  # the LR this step used
-        if run.lr_changes:
-            run.scheduler.step()
-        c.step += 1
-        if run.profiler_step is not None:
-            run.profiler_step()
-        readout.add(c.step, lr, {"loss": loss, "grad_norm": norm, SKIP: nonfinite, **metric_sums})
-
-        # 4. did this step complete an epoch? (what `every N epochs` waits for) Does anything
-        # read this step's numbers? Then the host gets them (all pending steps' at once).
-        epoch_done = None
-        if run.per_epoch and c.micro // run.per_epoch > epoch_seen:
-            epoch_done = epoch_seen = c.micro // run.per_epoch
+        # 4. does anything read this step's numbers? Then the host gets them, all pending
+        # steps' at once (the one device-to-host sync of a step that decides something)
+        epoch_done = loop.epoch_done(run)
         due = {section: _due(every, section, c.step, epoch_done) for section in every}
         if run.reads_every_step or _reads_now(run, c.step, due):
             read_back(run)
@@ -531,19 +486,12 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
                 _save(run, "best")
 
         # 6. gates: once per step, so at most one promotion per axis per step
-        stop_reason = _gates(run) if has_gates else None
+        stop_reason = _gates(run) if loop.has_gates else None
         pruned = watch(run) if watch is not None and stop_reason is None else None
 
-        # 7. memory guard
+        # 7. memory guard, and the epoch's peak memory (keenkenning's Phase 4.3)
         if due.get("memory") and run.guard.active:
-            report = run.guard.check(run.console.say, lambda action, **fields: run.dir.event(
-                "memory_guard", c.step, action=action, **fields))
-            if report.still_over and run.guard.still_over_action == "save_and_stop":
-                _save(run, "final")
-                raise RunFailed(f"memory guard: RAM at {format_bytes(report.used_after)}, still over the "
-                                f"{format_bytes(run.guard.limit)} limit; saved and stopped")
-
-        # 7b. epoch boundary: peak memory of the epoch (keenkenning's Phase 4.3)
+            _guard_memory(run)
         if epoch_done is not None:
             _epoch_report(run, epoch_done)
 
@@ -553,12 +501,8 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
         if due.get("checkpoint"):
             _save(run, "regular")
 
-        # 9. console
-        values = run.last_values  # of the last step the host has read: the console waits for nothing
-        phase = "/".join(run.curriculum.phase_names().values()) or "train"
-        run.console.progress(phase, c.step, run.total_steps, window.steps / max(
-            time.perf_counter() - window.started, 1e-9), values.get("loss"),
-            (key_metric, values[key_metric[6:]]) if key_metric and key_metric[6:] in values else None)
+        # 9. console, then the end of the run if a gate or the sweep says so
+        _progress(run, loop)
         if pruned:  # a trial given up early is not judged by the run's end-of-run expectations
             _finish(run, window)
             return Outcome("pruned", 0, pruned, c.step)
@@ -570,6 +514,104 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
     _final_expectations(run)
     _finish(run, window)
     return Outcome("finished", 0, f"finished {c.step} steps", c.step)
+
+
+def _start(run: Run) -> _Loop:
+    """Put a (resumed) run where it was: phase parameters, switches, the data position."""
+    st, plan = run.plan.settings, run.plan
+    apply_phase_params(run)
+    for sw in run.plan.switches:  # a resumed run puts its switches back where they were
+        key = f"{sw.target}.{sw.name}"
+        if key in run.switch_state:
+            run.model.set_switch(sw.name, run.switch_state[key])
+    run.batches = run.task.train_batches(run.counters.micro)
+    run.train_model.train()
+    run.readout = Readout(run.ctx.device)
+    run.reads_every_step = reads_train_series(run)
+    return _Loop(
+        clip=st.get("clip_grad_norm"), drop_micro=st["nonfinite"].get("scope") == "micro_batch",
+        scale=1.0 / run.plan.accumulate, readout=run.readout,
+        key_metric=next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None),
+        epoch_seen=run.counters.micro // run.per_epoch if run.per_epoch else 0,
+        has_gates=bool(plan.switches or st.get("expect") or st.get("stop") is not None
+                       or any(p.promote for a in plan.axes for p in a.phases)))
+
+
+def _step(run: Run, loop: _Loop) -> None:
+    """One optimizer step: forward/backward over ``accumulate`` micro-batches, unscale and
+    clip, then step unless something is non-finite. Nothing here waits for the device."""
+    c = run.counters
+    losses, metric_sums = _forward_backward(run, loop)
+
+    # unscale and clip; is anything non-finite? (a flag on the device, not a host sync)
+    norm = _clip(run, loop.clip)
+    if not losses:  # every micro-batch was dropped: the step is skipped below
+        losses = [torch.tensor(float("nan"), device=run.ctx.device)]
+    loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+    if len(losses) > 1:
+        metric_sums = {k: v / len(losses) for k, v in metric_sums.items()}
+    nonfinite = loop.readout.nonfinite(loss, norm)
+    if run.dist is not None:
+        run.dist.any_rank(nonfinite)  # a skip on one rank is a skip on all, or DDP hangs
+
+    # optimizer and scheduler step (a non-finite step is skipped, not applied)
+    _optimizer_step(run, nonfinite)
+    lr = run.optimizer.param_groups[0]["lr"]  # the LR this step used
+    if run.lr_changes:
+        run.scheduler.step()
+    c.step += 1
+    if run.profiler_step is not None:
+        run.profiler_step()
+    loop.readout.add(c.step, lr, {"loss": loss, "grad_norm": norm, SKIP: nonfinite, **metric_sums})
+
+
+def _forward_backward(run: Run, loop: _Loop) -> tuple[list, dict]:
+    """The kept micro-batches' losses and summed metrics, gradients accumulated. Task metrics
+    cost a few ops per micro-batch: computed every step only when a gate reads them."""
+    c, window = run.counters, run.window
+    log_every = run.every.get("log", 1)
+    with_metrics = run.metrics_every_step or not isinstance(log_every, int) or (c.step + 1) % log_every == 0
+    losses, metric_sums = [], {}
+    for i in range(run.plan.accumulate):
+        batch = next(run.batches)
+        c.micro += 1
+        window.tokens += _batch_tokens(batch)
+        if run.dist is None:
+            loss, metrics = _micro_step(run, batch, loop.scale, with_metrics, loop.drop_micro)
+        else:  # DDP: one all-reduce per optimizer step, in the last micro-batch's backward
+            with run.dist.gradient_sync(run.train_model, last=i == run.plan.accumulate - 1):
+                loss, metrics = _micro_step(run, batch, loop.scale, with_metrics, loop.drop_micro)
+        if loss is None:
+            c.skipped_micro += 1
+            run.dir.event("skip_micro_batch", c.step + 1, micro=c.micro)
+            if i == run.plan.accumulate - 1 and losses and run.dist is not None:
+                run.dist.average_gradients(run.model.parameters())  # the dropped backward would have
+            continue
+        losses.append(loss)
+        for k, v in metrics.items():
+            metric_sums[k] = metric_sums[k] + v if k in metric_sums else v
+    if losses and len(losses) < run.plan.accumulate:
+        _rescale_grads(run, run.plan.accumulate / len(losses))  # the mean over the kept ones
+    return losses, metric_sums
+
+
+def _guard_memory(run: Run) -> None:
+    c = run.counters
+    report = run.guard.check(run.console.say, lambda action, **fields: run.dir.event(
+        "memory_guard", c.step, action=action, **fields))
+    if report.still_over and run.guard.still_over_action == "save_and_stop":
+        _save(run, "final")
+        raise RunFailed(f"memory guard: RAM at {format_bytes(report.used_after)}, still over the "
+                        f"{format_bytes(run.guard.limit)} limit; saved and stopped")
+
+
+def _progress(run: Run, loop: _Loop) -> None:
+    values = run.last_values  # of the last step the host has read: the console waits for nothing
+    window, key = run.window, loop.key_metric
+    phase = "/".join(run.curriculum.phase_names().values()) or "train"
+    run.console.progress(phase, run.counters.step, run.total_steps, window.steps / max(
+        time.perf_counter() - window.started, 1e-9), values.get("loss"),
+        (key, values[key[6:]]) if key and key[6:] in values else None)
 
 
 def _finish(run: Run, window: Window) -> None:

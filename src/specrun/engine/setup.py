@@ -192,13 +192,8 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         if dist is not None:
             train_model = dist.wrap(train_model)
         dev.cap_vram((st.get("memory") or {}).get("vram_limit"), device, precision.notes)
-        needs = window_sizes(plan.gates)
+        needs = _history_needs(plan)
         ck = st["checkpoint"]
-        best = ck.get("best") or {}
-        if best:
-            needs[0].setdefault(best["metric"], 1)  # the best checkpoint reads its metric's history
-        if plan.trial:
-            needs[0].setdefault(plan.trial["objective"], 1)  # a sweep reports its objective as it goes
         store = None  # one torch.save file per checkpoint, written by rank 0
         if sharded(plan):  # FSDP: each rank writes its own shards
             store = ShardedStore(run_dir.checkpoints, lambda: live_template(model, optimizer), dist)
@@ -215,6 +210,18 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
                per_epoch, every, dist=dist, lr_changes=sched["type"] != "constant" or warmup > 0,
                metrics_every_step=_gates_read_train_metrics(plan),
                initial_lrs=list(scheduler.base_lrs), val_batches=val_batches)
+
+
+def _history_needs(plan: Plan):
+    """What the metric history keeps: the windows the gates read, plus the series the best
+    checkpoint and a sweep's objective read."""
+    needs = window_sizes(plan.gates)
+    best = plan.settings["checkpoint"].get("best") or {}
+    if best:
+        needs[0].setdefault(best["metric"], 1)
+    if plan.trial:
+        needs[0].setdefault(plan.trial["objective"], 1)  # a sweep reports its objective as it goes
+    return needs
 
 
 def with_spec_metrics(plan: Plan, task, ctx: Context):
