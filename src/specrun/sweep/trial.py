@@ -31,7 +31,7 @@ class TrialRun:
 
 
 def trial_plan(doc, profile, overrides: tuple, trial: TrialRun, sweep: Sweep, sweep_name: str):
-    """(plan, spec data) of one trial; raises SpecError if a choice does not check."""
+    """The plan of one trial; raises SpecError if a choice does not check."""
     from specrun.plan import build_plan
 
     # Checked without its sweep: a trial is one run, and its choices were checked one by one.
@@ -40,7 +40,7 @@ def trial_plan(doc, profile, overrides: tuple, trial: TrialRun, sweep: Sweep, sw
     plan = build_plan(spec)
     plan.trial = {"sweep": sweep_name, "number": trial.number, "objective": sweep.metric,
                   "prune": sweep.prune}
-    return plan, {k: v for k, v in spec.data.items() if k != "sweep"}
+    return plan
 
 
 def can_continue(plan, run_dir: Path) -> bool:

@@ -58,7 +58,7 @@ def work(job: SweepJob, worker: int, say) -> int:
         params = st.suggest(trial, job.sweep.dimensions)
         run = TrialRun(trial.number, params, _run_dir(job, trial, params))
         try:
-            plan, spec_data = trial_plan(job.doc, job.profile, job.overrides, run, job.sweep, job.name)
+            plan = trial_plan(job.doc, job.profile, job.overrides, run, job.sweep, job.name)
         except SpecError as err:  # the sweep was checked choice by choice: a combination broke it
             _tell(study, trial, run, "failed", None, err.render().splitlines()[0], job, say)
             failures += 1
@@ -72,7 +72,7 @@ def work(job: SweepJob, worker: int, say) -> int:
         say(f"trial {trial.number} [{_shown(params)}]: {run.run_dir}")
         started = time.time()
         watch = Watch(job.sweep, trial, lambda: st.beat(study, trial._trial_id))
-        outcome = execute(plan, spec_data, Options(run_dir=str(run.run_dir), quiet=True, watch=watch))
+        outcome = execute(plan, Options(run_dir=str(run.run_dir), quiet=True, watch=watch))
         if outcome.status == "interrupted":
             trial.set_user_attr("interrupted", True)  # saved: the next launch retries it at once
             layout.write_trial(run.run_dir, _trial_info(job, run, "interrupted", message=outcome.message))
