@@ -297,6 +297,8 @@ def build_plan(spec: Spec) -> Plan:
     if settings.get("metrics"):
         components["metrics"] = _metrics_component(settings, spec.path)
     total = settings.get("max_steps")
+    if "every" in (settings.get("checkpoint") or {}):
+        settings["checkpoint"]["every"] = _wall_clock(settings["checkpoint"]["every"])
     settings = _resolve_units({k: v for k, v in settings.items() if k not in cat.KINDS})
     resolved = {}
     for section, key in (("schedule", "warmup"), ("validation", "every"), ("checkpoint", "every"),
@@ -360,6 +362,15 @@ def code_changes(old_plan, plan: Plan) -> list[str]:
             out.append(f"{entry['code'].get('file', entry['type'])} changed since the run began; "
                        "going on with the code as it is now")
     return out
+
+
+def _wall_clock(every):
+    """``every 30min`` -> ``{"seconds": 1800.0}``: a time, kept apart from a count of steps."""
+    if isinstance(every, list):
+        return [_wall_clock(one) for one in every]
+    if isinstance(every, Qty) and every.dimension == "duration":
+        return {"seconds": every.seconds}
+    return every
 
 
 def default_log_every(total_steps: int | None) -> tuple[int, str]:

@@ -15,7 +15,9 @@ def _n(x) -> str:
 
 def _flat(params: dict, prefix: str = ""):
     for k, v in params.items():
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict) and set(v) == {"seconds"}:  # a wall-clock interval: checkpoint every 30min
+            yield f"{prefix}{k}", Qty(v["seconds"], "s")
+        elif isinstance(v, dict) and v:
             yield from _flat(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v
@@ -45,6 +47,10 @@ def _value(value, kind: str | None = None) -> str:
         return _seconds(value)
     if isinstance(value, str) and (not value.isprintable() or value != value.strip()):
         return quote(value)
+    if isinstance(value, dict) and set(value) == {"seconds"}:
+        return _seconds(value["seconds"])
+    if isinstance(value, Qty) and value.unit == "s":
+        return _seconds(value.value)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     return describe(value)

@@ -363,6 +363,8 @@ def _due(every: dict, section: str, step: int, epoch_done: int | None) -> bool:
     n = every.get(section)
     if isinstance(n, list):
         return any(_due({section: one}, section, step, epoch_done) for one in n)
+    if hasattr(n, "due"):  # a wall-clock interval (engine/clock.py): checkpoint every 30min
+        return n.due()
     if isinstance(n, tuple):
         return epoch_done is not None and epoch_done % n[1] == 0
     return n is not None and step % n == 0

@@ -112,8 +112,13 @@ def component_factory(plan: Plan, kind: str):
     return _factory(plan, kind)
 
 
-def _trigger(section: str, value, total: int | None, steps_per_epoch: float | None):
-    """Steps between events, or ("epochs", n): at the step that completes every nth epoch."""
+def _trigger(section: str, value, total: int | None, steps_per_epoch: float | None, dist=None):
+    """Steps between events, ("epochs", n): at the step that completes every nth epoch, or a
+    WallClock for a time (``{"seconds": 1800}`` in the plan: checkpoint every 30min)."""
+    if isinstance(value, dict) and "seconds" in value:
+        from specrun.engine.clock import WallClock
+
+        return WallClock(value["seconds"], dist)
     if isinstance(value, Qty) and value.span_unit == "epochs" and steps_per_epoch \
             and float(value.value).is_integer():
         return ("epochs", max(1, int(value.value)))  # 312.5 steps an epoch must not round to 312
@@ -136,14 +141,15 @@ def _val_batches(plan: Plan, task) -> int:
 DEFAULT_GUARD_EVERY = 10  # steps between memory checks when the spec gives a ram_limit alone
 
 
-def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None) -> dict:
+def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None, dist=None) -> dict:
     st = plan.settings
     out = {}
     for section in ("validation", "checkpoint", "log"):
         value = (st.get(section) or {}).get("every")
         if value is None:
             continue
-        triggers = [_trigger(section, v, total, steps_per_epoch) for v in (value if isinstance(value, list) else [value])]
+        triggers = [_trigger(section, v, total, steps_per_epoch, dist)
+                    for v in (value if isinstance(value, list) else [value])]
         out[section] = triggers[0] if len(triggers) == 1 else triggers  # a list: whichever comes first
     memory = st.get("memory") or {}
     guard = memory.get("check_every")
@@ -199,7 +205,7 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
             store = ShardedStore(run_dir.checkpoints, lambda: live_template(model, optimizer), dist)
         checkpointer = Checkpointer.from_settings(run_dir.checkpoints, ck, repair=run_dir.main, store=store)
         guard = MemoryGuard(st.get("memory") or {}, lambda: dev.empty_cache(device))
-        every = _resolve_every(plan, total, steps_per_epoch)
+        every = _resolve_every(plan, total, steps_per_epoch, dist)
         val_batches = _val_batches(plan, task)
     except BaseException:
         task.close()
