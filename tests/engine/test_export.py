@@ -110,3 +110,26 @@ def test_export_command(trained, tmp_path):
     assert "step 12" in result.output and (tmp_path / "cli" / "model.safetensors").exists()
     missing = CliRunner().invoke(main, ["export", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "not a run directory" in missing.output
+
+
+OWN_SPEC = """spec my
+seed 0
+task "data.py:blobs" { size 128 }
+model "models.py:TinyNet" { width 16 }
+loss cross_entropy
+metrics [accuracy]
+optimizer torch.optim.AdamW { lr 1e-2 }
+batch 16
+max_steps 6
+"""
+
+
+def test_a_user_model_exports_and_loads(own_project, tmp_path):
+    """The user's code is found beside the spec the run was started from, at export and at load."""
+    spec = own_project(OWN_SPEC)
+    assert run_inproc(spec, tmp_path / "run").status == "finished"
+    specrun.export(tmp_path / "run", tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "model.json").read_text())["source"] == str(spec.resolve())
+    exported, straight = specrun.load(tmp_path / "out"), specrun.load(tmp_path / "run")
+    x = torch.randn(4, 8)
+    assert not exported.training and torch.equal(exported({"inputs": x})["logits"], straight({"inputs": x})["logits"])

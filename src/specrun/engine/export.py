@@ -151,7 +151,9 @@ def _run_meta(run_dir: Path) -> dict:
     profile = data.get("profile") if isinstance(data.get("profile"), str) else None
     overrides = [o for o in data.get("overrides") or [] if isinstance(o, str)] \
         if isinstance(data.get("overrides"), list) else []
-    return {"profile": profile, "overrides": overrides}
+    source = data.get("source") if isinstance(data.get("source"), str) and data.get("source") else None
+    return {"profile": profile, "overrides": overrides,
+            "source": str(Path(source).resolve()) if source else None}
 
 
 def from_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[torch.nn.Module, dict]:
@@ -164,7 +166,9 @@ def from_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
         spec_text = spec_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ExportError(f"{run_dir} is not a run directory: cannot read {spec_path} ({exc.strerror or exc})") from None
-    plan = _plan_from_text(spec_text, str(spec_path))
+    meta = _run_meta(run_dir)
+    # The user's own code is named relative to the spec's folder: check the spec as run from there.
+    plan = _plan_from_text(spec_text, meta["source"] or str(spec_path))
     ck_dir = run_dir / plan.settings["checkpoint"]["dir"]
     store = ShardedStore(ck_dir, whole=True) if sharded(plan) else None  # FSDP: shards joined here
     ck = Checkpointer.from_settings(ck_dir, plan.settings["checkpoint"], store=store,
@@ -180,7 +184,7 @@ def from_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
     switches = state.get("switches") if isinstance(state.get("switches"), dict) else {}
     manifest = {
         "format": FORMAT, "version": VERSION,
-        "spec_name": plan.name, "run_id": run_dir.name, **_run_meta(run_dir),
+        "spec_name": plan.name, "run_id": run_dir.name, **meta,
         "plan_hash": plan.spec_hash, "checkpoint_spec_hash": state.get("spec_hash"),
         "checkpoint": {"file": entry["file"], "kind": entry["kind"], "step": int(entry["step"])},
         "phases": curriculum.phase_names(),
@@ -261,7 +265,8 @@ def from_export(folder: str | Path, device="cpu") -> tuple[torch.nn.Module, dict
     if folder.is_file():
         folder = folder.parent
     manifest = _read_manifest(folder / MANIFEST)
-    plan = _plan_from_text(manifest["spec"], str(folder / MANIFEST) + " (spec)")
+    source = manifest.get("source") if isinstance(manifest.get("source"), str) else None
+    plan = _plan_from_text(manifest["spec"], source or str(folder / MANIFEST) + " (spec)")
     if plan.spec_hash != manifest["plan_hash"]:
         raise ExportError(f"{folder / MANIFEST}: its spec hashes to {plan.spec_hash}, not the recorded "
                           f"{manifest['plan_hash']}: the file was edited")
