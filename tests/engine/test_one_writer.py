@@ -130,3 +130,24 @@ def test_ctrl_c_before_the_run_starts_exits_130(monkeypatch):
     monkeypatch.setattr(execute_mod, "execute", interrupted)
     result = CliRunner().invoke(main, ["run", "specs/builtin_rule.train", "--quiet"])
     assert result.exit_code == 130 and "Aborted" not in result.output
+
+
+def test_ctrl_c_during_setup_exits_130_under_the_emergency_save_policy(tmp_path, monkeypatch):
+    """A signal between the handlers going in and the first step: the loop sees it before
+    training and applies checkpoint.on_interrupt (save: final.pt at step 0)."""
+    import specrun.engine.execute as execute_mod
+
+    from .conftest import index_entries
+
+    monkeypatch.chdir(tmp_path)
+    real = execute_mod.setup
+
+    def setup_then_ctrl_c(*args, **kwargs):
+        run = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return run
+
+    monkeypatch.setattr(execute_mod, "setup", setup_then_ctrl_c)
+    out = run_inproc(write_spec(tmp_path, FAST_SPEC), tmp_path / "run")
+    assert out.code == 130 and out.status == "interrupted" and "state saved" in out.message
+    assert [(e["file"], e["step"]) for e in index_entries(tmp_path / "run")] == [("final.pt", 0)]

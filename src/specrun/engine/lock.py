@@ -58,7 +58,7 @@ def lock_run_dir(run_dir: Path, warn=None) -> RunLock:
         holder = _holder(fd)
         os.close(fd)
         raise RunLocked(f"{run_dir} is being written by {holder}: one run directory, one writer. "
-                        "Wait for it to finish, or start a separate run with --new") from None
+                        "Wait for it to finish, or start a separate run (--new, or another --run-dir)") from None
     except OSError as exc:  # no flock on this filesystem
         if warn is not None:
             warn(f"cannot lock {path} ({exc.strerror}): nothing stops a second process writing this run")
