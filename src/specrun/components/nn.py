@@ -117,7 +117,3 @@ def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     if not cap:
         return logits
     return cap * torch.tanh(logits / cap)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

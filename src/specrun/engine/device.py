@@ -114,12 +114,6 @@ def cap_vram(limit_bytes: int | None, device: torch.device, notes: list[str]) ->
     notes.append(f"VRAM capped at {limit_bytes / 1e9:.1f} GB ({fraction:.0%} of {total / 1e9:.1f} GB)")
 
 
-def peak_device_memory(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return None
-
-
 def empty_cache(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -509,11 +509,3 @@ class SharedMemoryLoader:
             self.free.append(self.held.popleft())
         if not self.closed and self.started:
             self._assign()
-
-
-def live_segments(prefix: str = SEGMENT_PREFIX) -> list[str]:
-    """Names of this module's segments currently in /dev/shm (Linux; for tests)."""
-    try:
-        return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
-    except FileNotFoundError:
-        return []
