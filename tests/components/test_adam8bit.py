@@ -13,7 +13,7 @@ import torch
 
 from specrun.components.api import Context
 from specrun.components.optim import adam8bit
-from specrun.components.optim.galore import decay_groups
+from specrun.components.optim.common import decay_groups
 
 PARAMS = {"lr": 2e-3, "betas": [0.8, 0.95], "weight_decay": 0.1, "eps": 1e-7}
 

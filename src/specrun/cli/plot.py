@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specrun.cli.runs import read_events, read_json, read_metrics, validation_series
+from specrun.cli.runs import read_events, read_metrics, validation_series
+from specrun.engine.atomic import read_json_object
 
 PLOT_EXTRA = "pip install 'specrun[plot]'"
 COMPARISONS = {"<", "<=", ">", ">=", "==", "!="}
@@ -66,7 +67,7 @@ class RunData:
 
 def load(run_dir: Path, label: str | None = None) -> RunData:
     run_dir = Path(run_dir)
-    plan = read_json(run_dir / "plan.json")
+    plan = read_json_object(run_dir / "plan.json")
     events = read_events(run_dir)
     metrics = read_metrics(run_dir)
     for name, series in validation_series(events).items():  # metrics.csv may lack a val column
@@ -322,7 +323,7 @@ def run_labels(dirs: list[Path]) -> list[str]:
     """Legend names that tell the runs apart. A run id only says when a run started: runs of one
     spec are named by their profile and overrides, and by id only where those are the same."""
     def config(path: Path) -> str:
-        plan = read_json(path / "plan.json")
+        plan = read_json_object(path / "plan.json")
         profile = plan.get("profile") if isinstance(plan.get("profile"), str) else None
         overrides = [o for o in plan.get("overrides") or [] if isinstance(o, str)] \
             if isinstance(plan.get("overrides"), list) else []

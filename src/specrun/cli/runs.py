@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from specrun.engine.atomic import read_json_object
+
 _SPEC_LINE = re.compile(r"^\s*spec\s+([A-Za-z_][\w\-]*)", re.MULTILINE)
 
 
@@ -55,14 +57,6 @@ class RunInfo:
 def is_run_dir(path: Path) -> bool:
     path = Path(path)
     return path.is_dir() and ((path / "plan.json").exists() or (path / "run.json").exists())
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def read_events(run_dir: Path) -> list[dict]:
@@ -196,7 +190,7 @@ def read_run(run_dir: Path) -> RunInfo:
     status, damage = _checked_status(read_status(run_dir))
     if not status and (run_dir / STATUS).exists():
         damage = "run.json is not a JSON object"
-    plan = read_json(run_dir / "plan.json")
+    plan = read_json_object(run_dir / "plan.json")
     events = read_events(run_dir)
     state = effective_status(status) if status else "unknown"
     started = status.get("started")

@@ -57,3 +57,12 @@ def _mode_for(path: Path) -> int:
 
 def write_json_atomic(path: str | os.PathLike, data, durable: bool = True) -> None:
     write_text_atomic(path, json.dumps(data, indent=1), durable)
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON object file (untrusted: a run's or a sweep's); {} when absent, damaged or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

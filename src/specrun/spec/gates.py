@@ -7,13 +7,11 @@ quantity fits what it is compared with, and a gate is a condition.
 
 from __future__ import annotations
 
-from specrun.spec import catalog as cat
 from specrun.spec import expr as ex
-from specrun.spec import owncode
 from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, did_you_mean
 from specrun.spec.document import Located
-from specrun.spec.own_rules import metric_names
+from specrun.spec.own_rules import component_of, metric_names
 from specrun.spec.printer import format_expr
 from specrun.spec.values import Gate, Qty
 
@@ -52,17 +50,6 @@ def curriculum_axes(data: dict) -> list[tuple[str, list[dict]]]:
     if isinstance(cur.get("phases"), list):
         return [("curriculum", [p for p in cur["phases"] if isinstance(p, dict)])]
     return []
-
-
-def component_of(data: dict, kind: str, spec_path: str = ""):
-    """The catalog entry, or the user's own code (read from source), that ``kind`` names."""
-    name = as_block(data.get(kind)).get("type")
-    if not isinstance(name, str):
-        return None
-    try:
-        return cat.resolve(kind, name, spec_path)
-    except owncode.CodeProblem:  # reported once, by component_diagnostics
-        return None
 
 
 def known_metrics(data: dict, spec_path: str = "") -> dict[str, set[str]]:

@@ -35,7 +35,8 @@ def _own_example(kind: str) -> str:
             "optimizer": "optim.py:MyOptimizer", "metrics": "scores.py:my_metrics"}.get(kind, "file.py:Name")
 
 
-def _resolved(data: dict, kind: str, spec_path: str):
+def component_of(data: dict, kind: str, spec_path: str = ""):
+    """The catalog entry, or the user's own code (read from source), that ``kind`` names."""
     block = data.get(kind)
     name = block.get("type") if isinstance(block, dict) else None
     if not isinstance(name, str):
@@ -52,7 +53,7 @@ def model_needs_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
     model, task = data.get("model"), data.get("task")
     if not isinstance(model, dict) or not owncode.is_reference(model.get("type")) or not isinstance(task, dict):
         return []
-    comp, data_comp = _resolved(data, "model", loc.path), _resolved(data, "task", loc.path)
+    comp, data_comp = component_of(data, "model", loc.path), component_of(data, "task", loc.path)
     if comp is None or data_comp is None:
         return []
     announced = data_comp.extra.get("announces", data_comp.extra.get("provides"))

@@ -16,14 +16,19 @@ from specrun.spec.document import Located
 from specrun.spec.gates import (
     as_block,
     check_expr,
-    component_of,
     curriculum_axes,
     gates_in,
     known_metrics,
     phase_names_of,
 )
 from specrun.spec.messages import schema_diagnostics
-from specrun.spec.own_rules import code_problem, metrics_diagnostics, model_needs_diagnostics, unknown_hint
+from specrun.spec.own_rules import (
+    code_problem,
+    component_of,
+    metrics_diagnostics,
+    model_needs_diagnostics,
+    unknown_hint,
+)
 from specrun.spec.paths import output_path_diagnostics
 from specrun.spec.values import Qty, describe
 

@@ -12,12 +12,11 @@ picks up a trial, and `specrun runs` lists trials under their sweep.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from specrun.engine.atomic import write_json_atomic
+from specrun.engine.atomic import read_json_object, write_json_atomic
 
 SWEEPS = "sweeps"
 SWEEP_FILE = "sweep.json"
@@ -65,24 +64,16 @@ def write_trial(run_dir: Path, info: dict) -> None:
     write_json_atomic(run_dir / TRIAL_FILE, info)
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_sweep(folder: Path) -> dict:
     """sweep.json, validated as untrusted input: {} when it is not a sweep's."""
-    info = _read(Path(folder) / SWEEP_FILE)
+    info = read_json_object(Path(folder) / SWEEP_FILE)
     ok = isinstance(info.get("metric"), str) and info.get("direction") in ("minimize", "maximize")
     return info if ok else {}
 
 
 def read_trial(run_dir: Path) -> dict:
     """trial.json, validated: {} when absent or damaged."""
-    info = _read(Path(run_dir) / TRIAL_FILE)
+    info = read_json_object(Path(run_dir) / TRIAL_FILE)
     if not isinstance(info.get("number"), int) or not isinstance(info.get("params"), dict):
         return {}
     value = info.get("objective")

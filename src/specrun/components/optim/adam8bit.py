@@ -28,7 +28,7 @@ import logging
 
 import torch
 
-from specrun.components.optim.galore import decay_groups
+from specrun.components.optim.common import decay_groups
 
 FALLBACK = "using 32-bit AdamW"
 PROBE_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller tensors get 32-bit state

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from specrun.components.optim.common import closure_loss, decay_groups
 from specrun.components.optim.rounding import store_state
 
 GALORE_DEFAULTS = {"rank": 128, "update_every": 200, "scale": 0.25, "targets": ["attn", "mlp"]}
@@ -96,18 +97,6 @@ def galore_grad(state: dict, grad: torch.Tensor, cfg: dict) -> torch.Tensor:
     return project(grad, state["galore_proj"], state["galore_side"])
 
 
-def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices (dim >= 2) only; norms, biases and gains are not decayed."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
 class StatefulOptimizer(Optimizer):
     """Optimizer whose state tensors keep their saved dtype through ``load_state_dict``.
 
@@ -116,8 +105,51 @@ class StatefulOptimizer(Optimizer):
     """
 
     def __init__(self, params, defaults: dict, galore_params=None):
+        if defaults["lr"] <= 0:
+            raise ValueError(f"lr must be > 0, got {defaults['lr']}")
+        if defaults["state_dtype"] not in STATE_DTYPES:
+            raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}")
+        defaults = {**defaults, "betas": tuple(defaults["betas"]), "galore": galore_config(defaults["galore"]),
+                    "rounding_seed": int(defaults["rounding_seed"])}
         super().__init__(params, defaults)
         self.galore_params = None if galore_params is None else {id(p) for p in galore_params}
+
+    def gradients(self, buffers: tuple[str, ...]):
+        """(group, index, p, state, g, low) for every parameter with a gradient.
+
+        ``index`` counts every parameter, with a gradient or not: the stochastic
+        rounding stream of a state tensor is keyed by it. ``g`` is the fp32 gradient,
+        projected to low rank when ``low``; the state ``buffers`` start as zeros of
+        g's shape in the group's state dtype.
+        """
+        index = -1
+        for group in self.param_groups:
+            cfg, sdt = group["galore"], STATE_DTYPES[group["state_dtype"]]
+            for p in group["params"]:
+                index += 1
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                low = projects(p, cfg, self.galore_params)
+                g = galore_grad(state, p.grad, cfg) if low else p.grad.float()
+                if buffers[0] not in state:
+                    for name in buffers:
+                        state[name] = torch.zeros_like(g, dtype=sdt)
+                yield group, index, p, state, g, low
+
+    @staticmethod
+    def apply_update(p: torch.Tensor, update: torch.Tensor, state: dict, group: dict, low: bool) -> None:
+        """p -= lr * (update + weight_decay * p), the update projected back first when ``low``."""
+        if low:
+            update = project_back(update, state["galore_proj"], state["galore_side"]) * group["galore"]["scale"]
+        lr, wd = group["lr"], group["weight_decay"]
+        if wd:
+            p.mul_(1 - lr * wd)
+        p.add_(update.to(p.dtype), alpha=-lr)
 
     def load_state_dict(self, state_dict: dict) -> None:
         saved = state_dict["state"]
@@ -149,55 +181,24 @@ class GaLoreAdamW(StatefulOptimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, state_dtype: str = "fp32", galore: dict | None = None,
                  galore_params=None, rounding_seed: int = 0):
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if state_dtype not in STATE_DTYPES:
-            raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        state_dtype=state_dtype, galore=galore_config(galore),
-                        rounding_seed=int(rounding_seed))
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        state_dtype=state_dtype, galore=galore, rounding_seed=rounding_seed)
         super().__init__(params, defaults, galore_params)
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        index = -1
-        for group in self.param_groups:
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            wd, cfg = group["weight_decay"], group["galore"]
-            sdt = STATE_DTYPES[group["state_dtype"]]
-            seed = group.get("rounding_seed", 0)
-            for p in group["params"]:
-                index += 1
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("GaLoreAdamW does not support sparse gradients")
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                low = projects(p, cfg, self.galore_params)
-                g = galore_grad(state, p.grad, cfg) if low else p.grad.float()
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(g, dtype=sdt)
-                    state["exp_avg_sq"] = torch.zeros_like(g, dtype=sdt)
-                state["step"] += 1
-                t = state["step"]
-                m = state["exp_avg"].float().mul_(beta1).add_(g, alpha=1 - beta1)
-                v = state["exp_avg_sq"].float().mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                store_state(state["exp_avg"], m, seed, t, index, "exp_avg")
-                store_state(state["exp_avg_sq"], v, seed, t, index, "exp_avg_sq")
-                m_hat = m / (1 - beta1 ** t)
-                v_hat = v / (1 - beta2 ** t)
-                update = m_hat / (v_hat.sqrt() + eps)
-                if low:
-                    update = project_back(update, state["galore_proj"], state["galore_side"]) * cfg["scale"]
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update.to(p.dtype), alpha=-lr)
+        loss = closure_loss(closure)
+        for group, index, p, state, g, low in self.gradients(("exp_avg", "exp_avg_sq")):
+            (beta1, beta2), eps, seed = group["betas"], group["eps"], group.get("rounding_seed", 0)
+            state["step"] += 1
+            t = state["step"]
+            m = state["exp_avg"].float().mul_(beta1).add_(g, alpha=1 - beta1)
+            v = state["exp_avg_sq"].float().mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            store_state(state["exp_avg"], m, seed, t, index, "exp_avg")
+            store_state(state["exp_avg_sq"], v, seed, t, index, "exp_avg_sq")
+            m_hat = m / (1 - beta1 ** t)
+            v_hat = v / (1 - beta2 ** t)
+            self.apply_update(p, m_hat / (v_hat.sqrt() + eps), state, group, low)
         return loss
 
 

@@ -20,16 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from specrun.components.optim.galore import (
-    STATE_DTYPES,
-    StatefulOptimizer,
-    decay_groups,
-    galore_config,
-    galore_grad,
-    galore_targets,
-    project_back,
-    projects,
-)
+from specrun.components.optim.common import closure_loss, decay_groups
+from specrun.components.optim.galore import StatefulOptimizer, galore_config, galore_targets
 from specrun.components.optim.rounding import store_state
 
 
@@ -37,51 +29,23 @@ class Lion(StatefulOptimizer):
     def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.99), weight_decay: float = 0.0,
                  state_dtype: str = "fp32", galore: dict | None = None, galore_params=None,
                  rounding_seed: int = 0):
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if state_dtype not in STATE_DTYPES:
-            raise ValueError(f"state_dtype must be one of {sorted(STATE_DTYPES)}")
-        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay,
-                        state_dtype=state_dtype, galore=galore_config(galore),
-                        rounding_seed=int(rounding_seed))
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay,
+                        state_dtype=state_dtype, galore=galore, rounding_seed=rounding_seed)
         super().__init__(params, defaults, galore_params)
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        index = -1
-        for group in self.param_groups:
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            wd, cfg = group["weight_decay"], group["galore"]
-            sdt = STATE_DTYPES[group["state_dtype"]]
-            for p in group["params"]:
-                index += 1
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Lion does not support sparse gradients")
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                low = projects(p, cfg, self.galore_params)
-                g = galore_grad(state, p.grad, cfg) if low else p.grad.float()
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(g, dtype=sdt)
-                m = state["exp_avg"].float()
-                update = (m * beta1).add_(g, alpha=1 - beta1).sign_()
-                if low:
-                    update = project_back(update, state["galore_proj"], state["galore_side"]) * cfg["scale"]
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(update.to(p.dtype), alpha=-lr)
-                store_state(state["exp_avg"], m.mul_(beta2).add_(g, alpha=1 - beta2),
-                            group.get("rounding_seed", 0), state["step"], index, "exp_avg")
-                state["step"] += 1
+        loss = closure_loss(closure)
+        for group, index, p, state, g, low in self.gradients(("exp_avg",)):
+            beta1, beta2 = group["betas"]
+            m = state["exp_avg"].float()
+            update = (m * beta1).add_(g, alpha=1 - beta1).sign_()
+            self.apply_update(p, update, state, group, low)
+            store_state(state["exp_avg"], m.mul_(beta2).add_(g, alpha=1 - beta2),
+                        group.get("rounding_seed", 0), state["step"], index, "exp_avg")
+            state["step"] += 1
         return loss
 
 

@@ -40,6 +40,8 @@ import contextlib
 import torch
 from torch import nn
 
+from specrun.components.optim.common import closure_loss
+
 DEFAULTS = {
     "lr": 5e-4,
     "muon_lr": 5e-3,
@@ -177,10 +179,7 @@ class MuGrokfast(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         self.filter_gradients()
         if self.adamw is not None:
             self.adamw.step()
