@@ -151,3 +151,24 @@ def test_ctrl_c_during_setup_exits_130_under_the_emergency_save_policy(tmp_path,
     out = run_inproc(write_spec(tmp_path, FAST_SPEC), tmp_path / "run")
     assert out.code == 130 and out.status == "interrupted" and "state saved" in out.message
     assert [(e["file"], e["step"]) for e in index_entries(tmp_path / "run")] == [("final.pt", 0)]
+
+
+def test_a_forked_child_does_not_keep_the_lock(tmp_path):
+    """DataLoader workers are forked: a run killed while they live must not leave its lock held."""
+    lock = lock_run_dir(tmp_path)
+    ready, told = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child outlives its parent's hold on the lock
+        os.write(told, b"x")
+        time.sleep(3)
+        os._exit(0)
+    try:
+        os.read(ready, 1)  # the child is running (fork's hooks ran before it could write)
+        lock.release()
+        again = lock_run_dir(tmp_path)  # the parent let go; the sleeping child holds nothing
+        again.release()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready)
+        os.close(told)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import weakref
 from pathlib import Path
 
 LOCK = "run.lock"
@@ -23,6 +24,8 @@ class RunLocked(RuntimeError):
 class RunLock:
     def __init__(self, path: Path, fd: int | None):
         self.path, self._fd = path, fd
+        if fd is not None:
+            _HELD.add(self)
 
     @property
     def held(self) -> bool:
@@ -32,6 +35,24 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+# A forked child (a DataLoader worker) shares the open file, hence the flock: the lock would
+# outlive a SIGKILLed run until its workers noticed. Children close their copy at once.
+_HELD: "weakref.WeakSet[RunLock]" = weakref.WeakSet()
+
+
+def _drop_in_child() -> None:
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)
+            except OSError:
+                pass
+            lock._fd = None
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 def _holder(fd: int) -> str:
