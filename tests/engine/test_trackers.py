@@ -90,6 +90,22 @@ def test_mlflow_resume_continues_the_same_run_without_duplicate_steps(tmp_path, 
     assert len(client.search_runs([mlrun.info.experiment_id])) == 1
 
 
+def test_specrun_export_attaches_the_model_to_the_runs_mlflow_run(tmp_path, runs_base, monkeypatch):
+    from click.testing import CliRunner
+
+    from specrun.cli.main import main
+
+    out, run_dir = run(tmp_path, runs_base, spec_with("  mlflow {}").replace("max_steps 12", "max_steps 4"))
+    assert out.code == 0, out.message
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--base", str(runs_base)])
+    assert result.exit_code == 0, result.output
+    client, mlrun = mlflow_run(run_dir)
+    assert result.output.splitlines()[-1] == f"attached to MLflow run {mlrun.info.run_id} as its `model` artifact"
+    assert sorted(a.path for a in client.list_artifacts(mlrun.info.run_id, "model")) == \
+        ["model/model.json", "model/model.safetensors"]
+
+
 @pytest.mark.parametrize("content, why", [
     ('{"run_id": "../../etc", "tracking_uri": "sqlite:///x.db", "step": 3}', "`run_id` is missing or malformed"),
     ('{"run_id": "0123456789abcdef0123456789abcdef", "step": 3}', "`tracking_uri` is missing or malformed"),
@@ -278,3 +294,19 @@ def test_a_spec_names_a_tracking_server_not_a_local_store(tmp_path):
     assert "log.mlflow.tracking_uri 'sqlite:////etc/mlflow.db' is not a tracking server: a spec writes nothing " \
            "outside its run directory" in str(info.value)
     load_plan(write_spec(tmp_path, spec_with('  mlflow { tracking_uri "https://mlflow.internal:5000" }')))
+
+
+def test_export_never_follows_a_run_directorys_record_to_another_store(tmp_path, monkeypatch):
+    from specrun.engine.sinks.mlflow import attach_export
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "runs" / "x" / "r1"
+    (run_dir / "trackers").mkdir(parents=True)
+    (run_dir / "plan.json").write_text(json.dumps({"settings": {"log": {"mlflow": {}}}}))
+    evil = tmp_path / "elsewhere.db"
+    (run_dir / "trackers" / "mlflow.json").write_text(json.dumps(
+        {"run_id": "0123456789abcdef0123456789abcdef", "tracking_uri": f"sqlite:///{evil}", "step": 4}))
+    note = attach_export(run_dir, run_dir / "export", tmp_path / "runs")
+    assert note.startswith(f"the export is not attached to MLflow: the run's store sqlite:///{evil} is not the one")
+    assert not evil.exists()
+    assert attach_export(tmp_path, tmp_path / "export") is None  # a run without MLflow: nothing to say

@@ -204,6 +204,11 @@ def export_command(run, which, output, base):
     except (FileNotFoundError, ExportError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"exported {done.checkpoint} (step {done.step}) to {done.weights} and {done.manifest.name}")
+    from specrun.engine.sinks.mlflow import attach_export
+
+    note = attach_export(run_dir, done.weights.parent, base)  # None: the run had no MLflow tracker
+    if note:
+        click.echo(note)
 
 
 # ---- new ---------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ commit and run id; spec.train and plan.json are artifacts from the start, and
 events.jsonl at the end. Promotions become tags (``specrun.phase.<axis>``, the
 current phase; ``specrun.promoted.<axis>.<phase>``, when and on what values), a
 broken expectation ``specrun.expectation_failed``, the end the run's status.
+The exported model (``specrun export``: ``<run>/export``) becomes the ``model``
+artifact: at the end of a run when an export is there, or right after the export.
 
 Where: ``tracking_uri`` when the spec gives one (a server: the check refuses a
 local store, which would be a file written outside the run), else ``MLFLOW_TRACKING_URI``,
@@ -33,6 +35,8 @@ from specrun.engine.sinks.tensorboard import describe_event
 from specrun.engine.sinks.tracking import Record, numeric, plan_params, require, run_name, run_tags
 
 SETTING = "mlflow"
+RECORD_FIELDS = {"run_id": r"[0-9a-f]{32}", "tracking_uri": r".{1,2000}"}
+SERVERS = ("http://", "https://", "databricks")
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 
@@ -69,7 +73,7 @@ class MlflowTracker:
         if not uri:
             uri, artifacts = default_store(runs_base)
         self.client = MlflowClient(tracking_uri=uri)
-        self.record = Record(self.run_path, SETTING, {"run_id": r"[0-9a-f]{32}", "tracking_uri": r".{1,2000}"})
+        self.record = Record(self.run_path, SETTING, RECORD_FIELDS)
         self.pending: list = []
         self.status = "KILLED"  # until the run's `end` event says otherwise
         found = self.record.read(warn)
@@ -158,6 +162,8 @@ class MlflowTracker:
         events = self.run_path / "events.jsonl"
         if events.exists():
             self.client.log_artifact(self.run_id, str(events))
+        if (self.run_path / "export").is_dir():  # exported after an earlier segment
+            self.client.log_artifacts(self.run_id, str(self.run_path / "export"), "model")
         self.client.set_terminated(self.run_id, status=self.status)
 
     def _save_record(self) -> None:
@@ -167,3 +173,38 @@ class MlflowTracker:
 def _param_value(value) -> str:
     text = "" if value is None else str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."  # MLflow's limit on a parameter's value
+
+
+def attach_export(run_path, folder, runs_base="runs") -> str | None:
+    """After ``specrun export``: the export as the ``model`` artifact of the run's MLflow run.
+
+    Returns a line to show, or None when the run logged to no MLflow run. The record in
+    the run directory is untrusted: its store must be the one this run's spec and this
+    environment point at, or nothing is written.
+    """
+    import importlib.util
+    import json
+
+    said: list[str] = []
+    record = Record(Path(run_path), SETTING, RECORD_FIELDS).read(said.append)
+    if record is None:
+        return f"the export is not attached to MLflow: {said[0]}" if said else None
+    try:
+        plan = json.loads((Path(run_path) / "plan.json").read_text(encoding="utf-8"))
+        named = plan["settings"]["log"]["mlflow"].get("tracking_uri")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        named = None
+    expected = named if isinstance(named, str) and named.startswith(SERVERS) else \
+        os.environ.get("MLFLOW_TRACKING_URI") or default_store(runs_base)[0]
+    if record["tracking_uri"] != expected:
+        return (f"the export is not attached to MLflow: the run's store {record['tracking_uri']} is not "
+                f"the one this spec and environment use ({expected})")
+    if importlib.util.find_spec("mlflow") is None:
+        return "the export is not attached to MLflow: pip install 'specrun[mlflow]'"
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=expected).log_artifacts(record["run_id"], str(folder), "model")
+    except Exception as exc:  # the export is written; a tracker that fails only says so
+        return f"the export is not attached to MLflow run {record['run_id']}: {type(exc).__name__}: {exc}"
+    return f"attached to MLflow run {record['run_id']} as its `model` artifact"
