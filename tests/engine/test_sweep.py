@@ -354,3 +354,44 @@ def test_the_builtin_rule_sweep_beats_the_default_in_under_two_minutes(tmp_path,
           f"({best['params']}) in {seconds:.0f}s")
     assert len(trials) == 8 and best["objective"] < default_loss
     assert seconds < 120
+
+
+# ---- the study's bookkeeping, without training ---------------------------------------------------
+
+def _bare_study(tmp_path):
+    from specrun.sweep import study as st
+
+    return optuna.create_study(study_name="s", storage=st.storage(f"sqlite:///{tmp_path / 's.db'}"))
+
+
+def test_a_trial_silent_on_another_machine_is_retried_once_a_live_one_never(tmp_path):
+    from specrun.sweep import study as st
+
+    study = _bare_study(tmp_path)
+    silent, alive = study.ask(), study.ask()
+    for trial, beat in ((silent, time.time() - st.GRACE_S - 60), (alive, time.time())):
+        trial.suggest_float("optimizer.lr", 1e-4, 1e-2)
+        for key, value in (("host", "another-machine"), ("pid", 1), ("heartbeat", beat),
+                           ("run_dir", "runs/x/sweeps/s/000")):
+            trial.set_user_attr(key, value)
+    said = []
+    assert st.reclaim_stale(study, said.append) == 1
+    assert st.reclaim_stale(study, said.append) == 0  # claimed once: never twice
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[0].state.name == "FAIL" and by_number[0].user_attrs["reclaimed"]
+    assert by_number[1].state.name == "RUNNING"
+    retry = by_number[2]
+    assert retry.state.name == "WAITING" and retry.system_attrs["fixed_params"] == by_number[0].params
+    assert retry.user_attrs == {"run_dir": "runs/x/sweeps/s/000", "retry_of": 0}
+    assert said == ["trial 0 was cut short (silent): it runs again from its last checkpoint"]
+    assert st.spent(study) == 2 and st.waiting(study)  # the retry takes the place of the trial it repeats
+
+
+def test_trials_asked_for_past_the_budget_are_found_out(tmp_path):
+    from specrun.sweep import study as st
+
+    study = _bare_study(tmp_path)
+    first, second = study.ask(), study.ask()  # two workers asked for the last place at once
+    assert not st.over_budget(study, first, 1) and st.over_budget(study, second, 1)
+    second.set_user_attr("unused", True)
+    assert st.spent(study) == 1

@@ -29,7 +29,7 @@ from specrun.spec.diagnostics import SpecError
 @click.option("--name", help="The sweep's name (default the profile's, else `sweep`): "
               "runs/<spec>/sweeps/<name>. Another name starts another sweep.")
 @click.option("--storage", envvar="SPECRUN_SWEEP_STORAGE", metavar="URL",
-              help="An Optuna storage URL shared by several machines (postgresql://...); "
+              help="An Optuna storage URL shared by several machines (postgresql://user@host/db); "
                    "default sweep.storage, else an SQLite file in the sweep's folder. "
                    "Also $SPECRUN_SWEEP_STORAGE, to keep a password out of the spec.")
 @click.option("--base", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -110,7 +110,16 @@ def _work(job, worker: int, header: bool) -> int:
     if header:
         _header(job)
     layout.write_sweep(job.folder, _sweep_info(job))
-    code = work(job, worker, _say)
+    try:
+        code = work(job, worker, _say)
+    except KeyboardInterrupt:  # between trials: a trial asked for and not begun is retried next time
+        click.echo("interrupted between trials; `specrun sweep` again continues the sweep", err=True)
+        return 130
+    except Exception as exc:  # the study's database failing under us: say so, no traceback
+        if not type(exc).__module__.startswith(("sqlalchemy", "optuna")):
+            raise
+        raise click.ClickException(f"the study's storage failed: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if header:
         _summary(job)
     return code

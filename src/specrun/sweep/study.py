@@ -59,8 +59,9 @@ def storage(url: str, attempts: int = 5):
         try:
             return opt.storages.RDBStorage(url, engine_kwargs=kwargs)
         except ImportError as exc:  # postgresql:// without its driver
-            raise SweepRefused(f"storage {url.split(':', 1)[0]}: {exc}; install the database driver "
-                               "(for PostgreSQL: pip install psycopg2-binary)") from None
+            raise SweepRefused(f"storage {url.split(':', 1)[0]}: {exc}; install the database driver: for "
+                               "postgresql://, pip install 'psycopg[binary]' (or name yours in the URL, "
+                               "postgresql+psycopg2://...)") from None
         except Exception as exc:  # unreachable server, bad URL; or two workers creating the tables at once
             if attempt == attempts - 1 or "IntegrityError" not in type(exc).__name__ + str(exc):
                 raise SweepRefused(f"cannot open the study's storage: {type(exc).__name__}: "
