@@ -224,8 +224,14 @@ def _default(value, schema: dict):
 
 # ---- units --------------------------------------------------------------------------------
 
-def resolve_span(value, total_steps: int | None, steps_per_epoch: int | None = None):
-    """A span -> optimizer steps where it can be known; else the Qty unchanged."""
+def resolve_span(value, total_steps: int | None, steps_per_epoch: int | None = None,
+                 accumulate: int | None = None):
+    """A span -> optimizer steps where it can be known; else the Qty unchanged.
+
+    Micro-steps become optimizer steps only where ``accumulate`` is given (a warmup: the
+    LR moves once per optimizer step); how often something happens stays in micro-steps
+    for the engine, which acts at the step that passes each multiple.
+    """
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
@@ -235,6 +241,8 @@ def resolve_span(value, total_steps: int | None, steps_per_epoch: int | None = N
     unit = value.span_unit
     if unit == "steps":
         return int(value.value)
+    if unit == "micro_steps" and accumulate:
+        return int(round(value.value / accumulate))
     if unit == "%" and total_steps:
         return int(round(total_steps * value.value / 100))
     if unit == "epochs" and steps_per_epoch:
@@ -301,6 +309,7 @@ def build_plan(spec: Spec) -> Plan:
         settings["checkpoint"]["every"] = _wall_clock(settings["checkpoint"]["every"])
     settings = _resolve_units({k: v for k, v in settings.items() if k not in cat.KINDS})
     resolved = {}
+    accumulate = settings.get("accumulate", 1)
     for section, key in (("schedule", "warmup"), ("validation", "every"), ("checkpoint", "every"),
                          ("log", "every"), ("memory", "check_every")):
         if key in settings.get(section, {}):
@@ -308,15 +317,20 @@ def build_plan(spec: Spec) -> Plan:
             if isinstance(written, list):  # checkpoint.every [500 steps, 1 epoch]
                 settings[section][key] = [resolve_span(w, total) for w in written]
                 continue
-            settings[section][key] = resolve_span(written, total)
+            settings[section][key] = resolve_span(written, total,
+                                                  accumulate=accumulate if section == "schedule" else None)
             if isinstance(written, Qty) and written.span_unit == "%" and total:
                 resolved[f"{section}.{key}"] = f"{written} of {total:,} steps"
+            elif isinstance(written, Qty) and written.span_unit == "micro_steps":
+                resolved[f"{section}.{key}"] = _micro_text(written, accumulate, section == "schedule")
     if "every" not in settings["log"]:
         settings["log"]["every"], resolved["log.every"] = default_log_every(total)
     for exp in settings.get("expect", []):
         if "by" in exp:
             exp["by"] = resolve_span(exp["by"], total)
     axes = _axes(settings.get("curriculum") or {})
+    resolved.update(_progress_points(settings, axes, switches))
+    resolved.update(spec.follows)
     plan = Plan(
         name=spec.name, spec_hash=spec.hash, seed=settings.get("seed", 0), settings=settings,
         components=components, axes=axes, switches=switches, profile=spec.profile,
@@ -380,6 +394,45 @@ def default_log_every(total_steps: int | None) -> tuple[int, str]:
         every = max(1, min(100, total_steps // 100))
         return every, f"default: every {every} steps (1% of {total_steps:,}, at most 100)"
     return 100, "default: every 100 steps"
+
+
+def _micro_text(written: Qty, accumulate: int, rounded: bool) -> str:
+    """How a span in micro-steps maps onto optimizer steps of ``accumulate`` micro-batches."""
+    steps = written.value / accumulate
+    if rounded:  # `specrun plan` goes on with "= N steps"
+        return f"{written} (accumulate {accumulate})"
+    if float(steps).is_integer():
+        return f"{written} = {round(steps):,} optimizer steps of {accumulate} micro-batches"
+    return (f"{written} = {steps:g} optimizer steps of {accumulate}: at the step that passes "
+            f"each multiple of {written.value:,} micro-batches")
+
+
+def _progress_points(settings: dict, axes: list[Axis], switches: list[Switch]) -> dict:
+    """Where each `run.progress >= 50%` falls: `step 40,000 of 80,000` or `epoch 15 of 30`."""
+    from specrun.spec import expr as ex
+    from specrun.spec import syntax as s
+
+    total, epochs = settings.get("max_steps"), settings.get("max_epochs")
+    if not (total or epochs):
+        return {}
+    gates = [(f"curriculum.{a.name}.{p.name}.promote" if a.name != "curriculum" else f"curriculum.{p.name}.promote",
+              p.promote) for a in axes for p in a.phases if p.promote]
+    gates += [(f"{sw.target}.{sw.name}", sw.gate) for sw in switches]
+    gates += [("stop", settings["stop"])] if settings.get("stop") else []
+    gates += [(f"expect {e['expr']}", e["expr"]) for e in settings.get("expect", [])]
+    out = {}
+    for where, gate in gates:
+        for node in ex.walk(gate.expr):
+            if not (isinstance(node, s.BinOp) and node.op in ("<", "<=", ">", ">=", "==", "!=")):
+                continue
+            for ref, q in ((node.left, node.right), (node.right, node.left)):
+                if isinstance(ref, s.Ref) and ref.dotted == "run.progress" and isinstance(q, (s.Quantity, s.Number)):
+                    share = float(ex.literal(q))
+                    at = (f"step {round(share * total):,} of {total:,}" if total
+                          else f"epoch {share * epochs:g} of {epochs}")
+                    out[f"{where}: run.progress {node.op} {q.text}" if ref is node.left
+                        else f"{where}: {q.text} {node.op} run.progress"] = at
+    return out
 
 
 def _axes(curriculum: dict) -> list[Axis]:

@@ -69,6 +69,8 @@ def _params(params: dict, section: str | None = None) -> str:
 
 
 def _span(value, total) -> str:
+    if isinstance(value, Qty) and value.span_unit == "micro_steps":
+        return f"{value} (at the step that passes each multiple)"
     if isinstance(value, Qty):
         return f"{value} (resolved when the epoch length is known)"
     return f"{_n(value)} steps"
@@ -123,6 +125,8 @@ def describe_plan(plan: Plan) -> str:
     lines.append(f"{'schedule':<11}{text}")
     prec = st.get("precision") or {"type": "fp32"}
     lines.append(f"{'precision':<11}{_params(prec)}")
+    if "precision.loss_scale" in plan.resolved:
+        lines.append(f"{'':<11}loss_scale {plan.resolved['precision.loss_scale']}")
     lines.append(f"{'device':<11}{st.get('device')}   compile={describe(st.get('compile'))}"
                  f"   gradient_checkpointing={describe(st.get('gradient_checkpointing'))}")
     if plan.axes:
@@ -141,9 +145,19 @@ def describe_plan(plan: Plan) -> str:
         lines.append(f"{'stop':<11}when {st['stop']}")
     for exp in st.get("expect", []):
         by = exp.get("by")
-        by = (" (always)" if by is None else f" by {by} (resolved when the epoch length is known)"
-              if isinstance(by, Qty) else f" by step {_n(by)}")
-        lines.append(f"{'expect':<11}{exp['expr']}{by}")
+        if by is None:
+            when = " throughout (after every step)" if exp.get("when") == "throughout" else " at the end"
+        elif isinstance(by, Qty) and by.span_unit == "micro_steps":
+            when = f" by {by} (at the step that passes it)"
+        elif isinstance(by, Qty):
+            when = f" by {by} (resolved when the epoch length is known)"
+        else:
+            when = f" by step {_n(by)}"
+        severity = ", warn and go on" if exp.get("severity") == "warn" else ""
+        lines.append(f"{'expect':<11}{exp['expr']}{when}{severity}")
+    for where, value in plan.resolved.items():
+        if "run.progress" in where:
+            lines.append(f"{'progress':<11}{where} -> {value}")
     for section in ("validation", "checkpoint", "memory", "log", "distributed", "profiler"):
         if st.get(section):
             lines.append(f"{section:<10} {_params(st[section], section)}")  # distributed: 11 letters

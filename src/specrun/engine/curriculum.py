@@ -77,6 +77,7 @@ class Curriculum:
         ctx.scalars["phase.steps"] = step - st.start_step
         ctx.scalars["phase.index"] = st.index
         ctx.scalars["phase.epochs"] = (micro - st.start_micro) / per_epoch if per_epoch else 0.0
+        ctx.scalars["phase.micro_steps"] = micro - st.start_micro
         ctx.phase_reached = self.reached
 
     def check(self, ctx: ex.Context, step: int, micro: int, per_epoch: int | None) -> list[Promotion]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from specrun.spec import expr as ex
+from specrun.engine import expectations
 from specrun.engine.checkpoint import CheckpointError
 from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.readout import SKIP, Readout
@@ -88,8 +89,20 @@ def apply_phase_params(run: Run) -> None:
 def _gate_scalars(run: Run) -> None:
     c, ctx = run.counters, run.history.context
     ctx.scalars["step"] = c.step
+    ctx.scalars["micro_step"] = c.micro
     ctx.scalars["epoch"] = c.micro / run.per_epoch if run.per_epoch else 0.0
     ctx.scalars["lr"] = run.optimizer.param_groups[0]["lr"]
+    ctx.scalars["run.progress"] = _run_progress(run)
+
+
+def _run_progress(run: Run) -> float | None:
+    """The share of the run done: steps of max_steps, else epochs of max_epochs."""
+    st = run.plan.settings
+    if st.get("max_steps"):
+        return run.counters.step / st["max_steps"]
+    if st.get("max_epochs") and run.per_epoch:
+        return run.counters.micro / (run.per_epoch * st["max_epochs"])
+    return None
 
 
 def _to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -258,13 +271,15 @@ def _best_improved(run: Run) -> bool:
 def reads_train_series(run: Run) -> bool:
     """Whether a gate evaluated on every step (curriculum, switch, stop, best checkpoint) reads a
     train.* series: then the spec asks for a decision on every step's numbers, and the host
-    reads them every step. Expectations are judged once, at their `by` step (_reads_now)."""
+    reads them every step. So does an expectation judged ``throughout``; the others are judged
+    once, at their `by` step (_reads_now) or at the end."""
     from specrun.spec.expr import series_refs
 
     plan = run.plan
     gates = [p.promote for a in plan.axes for p in a.phases if p.promote] + [sw.gate for sw in plan.switches]
     if plan.settings.get("stop") is not None:
         gates.append(plan.settings["stop"])
+    gates += [e["expr"] for e in plan.settings.get("expect", []) if e.get("when") == "throughout"]
     best = (plan.settings["checkpoint"].get("best") or {}).get("metric", "")
     objective = (plan.trial or {}).get("objective", "")  # a sweep trial reports it after every step
     return best.startswith("train.") or objective.startswith("train.") or any(ref.startswith("train.") for g in gates for ref in series_refs(g.expr))
@@ -272,9 +287,7 @@ def reads_train_series(run: Run) -> bool:
 
 def _reads_now(run: Run, step: int, due: dict) -> bool:
     """A log row, a validation (its row), a checkpoint or an expectation falls on this step."""
-    return due.get("log") or due.get("validation") or due.get("checkpoint") or any(
-            exp.get("by") is not None and step >= exp["by"] and i not in run.expectations_checked
-            for i, exp in enumerate(run.plan.settings.get("expect", [])))
+    return due.get("log") or due.get("validation") or due.get("checkpoint") or expectations.due(run)
 
 
 def read_back(run: Run) -> None:
@@ -324,15 +337,7 @@ def _gates(run: Run) -> str | None:
             run.model.set_switch(sw.name, on)
             run.dir.event("switch", c.step, name=key, on=on)
             run.console.say(f"switch {key} {'on' if on else 'off'} at step {c.step}")
-    for i, exp in enumerate(run.plan.settings.get("expect", [])):
-        if exp.get("by") is None or c.step < exp["by"] or i in run.expectations_checked:
-            continue
-        run.expectations_checked.add(i)  # checked once, at the first step at or past `by`
-        if not ex.evaluate(exp["expr"].expr, ctx):
-            values = ex.explain(exp["expr"].expr, ctx)
-            run.dir.event("expectation_failed", c.step, expect=str(exp["expr"]), values=values)
-            raise RunFailed(f"expectation broken at step {c.step}: expect {exp['expr']} by {exp['by']} steps "
-                            f"({', '.join(f'{k}={v}' for k, v in values.items())})")
+    _judge(expectations.judge_step, run)
     stop = run.plan.settings.get("stop")
     if stop is not None and ex.evaluate(stop.expr, ctx):
         values = ex.explain(stop.expr, ctx)
@@ -341,30 +346,27 @@ def _gates(run: Run) -> str | None:
     return None
 
 
-def _final_expectations(run: Run) -> None:
-    read_back(run)
-    ctx = run.history.context
-    for i, exp in enumerate(run.plan.settings.get("expect", [])):
-        if exp.get("by") is not None and i not in run.expectations_checked:
-            message = f"expectation never checked: the run ended at step {run.counters.step}, before `by {exp['by']}`"
-            run.dir.event("warning", run.counters.step, message=message, expect=str(exp["expr"]))
-            run.console.say(f"warning: {message}: expect {exp['expr']}")
-            continue
-        if exp.get("by") is None and not ex.evaluate(exp["expr"].expr, ctx):
-            values = ex.explain(exp["expr"].expr, ctx)
-            raise RunFailed(f"expectation broken at the end of the run: expect {exp['expr']} "
-                            f"({', '.join(f'{k}={v}' for k, v in values.items())})")
+def _judge(judge, run: Run) -> None:
+    """Expectations (``expectations.py``); a broken ``fail`` one ends the run."""
+    try:
+        judge(run)
+    except expectations.ExpectationBroken as exc:
+        raise RunFailed(str(exc)) from None
 
 
 # ---- logging --------------------------------------------------------------------------------
 
-def _due(every: dict, section: str, step: int, epoch_done: int | None) -> bool:
-    """Whether `section.every` falls on this step: N steps, or the step that completes every Nth epoch."""
+def _due(every: dict, section: str, step: int, epoch_done: int | None, micro: tuple[int, int] = (0, 0)) -> bool:
+    """Whether `section.every` falls on this step: N steps, the step that completes every Nth
+    epoch, or the step whose micro-batches (``micro``: the count before and after it) pass a
+    multiple of N micro-steps."""
     n = every.get(section)
     if isinstance(n, list):
-        return any(_due({section: one}, section, step, epoch_done) for one in n)
+        return any(_due({section: one}, section, step, epoch_done, micro) for one in n)
     if hasattr(n, "due"):  # a wall-clock interval (engine/clock.py): checkpoint every 30min
         return n.due()
+    if isinstance(n, tuple) and n[0] == "micro_steps":
+        return micro[1] // n[1] > micro[0] // n[1]
     if isinstance(n, tuple):
         return epoch_done is not None and epoch_done % n[1] == 0
     return n is not None and step % n == 0
@@ -476,7 +478,8 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
         # 4. does anything read this step's numbers? Then the host gets them, all pending
         # steps' at once (the one device-to-host sync of a step that decides something)
         epoch_done = loop.epoch_done(run)
-        due = {section: _due(every, section, c.step, epoch_done) for section in every}
+        micro = (c.micro - run.plan.accumulate, c.micro)  # the micro-batches this step took
+        due = {section: _due(every, section, c.step, epoch_done, micro) for section in every}
         if run.reads_every_step or _reads_now(run, c.step, due):
             read_back(run)
 
@@ -509,12 +512,12 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
             _finish(run, window)
             return Outcome("pruned", 0, pruned, c.step)
         if stop_reason:
-            _final_expectations(run)
-            _finish(run, window)
+            _finish(run, window)  # saved first: a broken expectation loses nothing
+            _judge(expectations.judge_end, run)
             return Outcome("finished", 0, stop_reason, c.step)
 
-    _final_expectations(run)
     _finish(run, window)
+    _judge(expectations.judge_end, run)
     return Outcome("finished", 0, f"finished {c.step} steps", c.step)
 
 

@@ -74,6 +74,7 @@ class Run:
     switch_state: dict = field(default_factory=dict)  # "model.memory.enable" -> on
     best_value: float | None = None  # of checkpoint.best.metric, for best.pt
     expectations_checked: set = field(default_factory=set)  # indexes of `expect ... by` already judged
+    expectation_outcomes: dict = field(default_factory=dict)  # index -> outcome so far (expectations.py)
     dist: object = None  # specrun.engine.distributed.Dist when running under torchrun
     batches: object = None  # the live training iterator
     initial_lrs: list = field(default_factory=list)  # each group's lr as built (curriculum scales them)
@@ -113,12 +114,15 @@ def component_factory(plan: Plan, kind: str):
 
 
 def _trigger(section: str, value, total: int | None, steps_per_epoch: float | None, dist=None):
-    """Steps between events, ("epochs", n): at the step that completes every nth epoch, or a
+    """Steps between events; ("epochs", n): at the step that completes every nth epoch;
+    ("micro_steps", n): at the step whose micro-batches pass each multiple of n; or a
     WallClock for a time (``{"seconds": 1800}`` in the plan: checkpoint every 30min)."""
     if isinstance(value, dict) and "seconds" in value:
         from specrun.engine.clock import WallClock
 
         return WallClock(value["seconds"], dist)
+    if isinstance(value, Qty) and value.span_unit == "micro_steps":
+        return ("micro_steps", max(1, int(value.value)))
     if isinstance(value, Qty) and value.span_unit == "epochs" and steps_per_epoch \
             and float(value.value).is_integer():
         return ("epochs", max(1, int(value.value)))  # 312.5 steps an epoch must not round to 312
@@ -154,7 +158,7 @@ def _resolve_every(plan: Plan, total: int | None, steps_per_epoch: float | None,
     memory = st.get("memory") or {}
     guard = memory.get("check_every")
     if guard is not None:
-        out["memory"] = max(1, resolve_span(guard, total, steps_per_epoch and round(steps_per_epoch)))
+        out["memory"] = _trigger("memory", guard, total, steps_per_epoch)
     elif memory.get("ram_limit"):
         out["memory"] = DEFAULT_GUARD_EVERY  # a limit with no check_every is still guarded
     return out
@@ -266,6 +270,9 @@ def _resolve_expectations(plan: Plan, total: int | None, steps_per_epoch: float 
     """`expect ... by 2 epochs` becomes a step once the epoch length is known."""
     for exp in plan.settings.get("expect", []):
         if exp.get("by") is None:
+            continue
+        if isinstance(exp["by"], Qty) and exp["by"].span_unit == "micro_steps":
+            exp["by"] = ("micro_steps", int(exp["by"].value))  # judged at the step that passes it
             continue
         by = resolve_span(exp["by"], total, steps_per_epoch and max(1, round(steps_per_epoch)))
         if not isinstance(by, int):

@@ -135,6 +135,7 @@ def snapshot(run: Run) -> dict:
         "switches": dict(run.switch_state),
         "best_value": run.best_value,
         "expectations_checked": sorted(run.expectations_checked),
+        "expectation_outcomes": {i: dict(r) for i, r in run.expectation_outcomes.items()},
         "optimizer_type": run.plan.components["optimizer"]["type"],
         "model_info": run.task.model_info(),  # the shapes the model was built for: export rebuilds it
         "rng": rng_state(),
@@ -191,6 +192,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: 
     run.switch_state = dict(state.get("switches", {}))
     run.best_value = state.get("best_value")
     run.expectations_checked = set(state.get("expectations_checked", []))
+    run.expectation_outcomes = {int(i): dict(r) for i, r in state.get("expectation_outcomes", {}).items()}
     if resume_phase == "start":
         run.curriculum.restart(run.counters.step, run.counters.micro, run.history.context.counts)
     else:

@@ -24,7 +24,7 @@ from specrun.spec import syntax as s
 from specrun.spec.diagnostics import Diagnostic, SpecError, did_you_mean
 from specrun.spec.document import Located, locate
 from specrun.spec.messages import schema_diagnostics
-from specrun.spec.overrides import apply_overrides, parse_set
+from specrun.spec.overrides import apply_overrides, parse_set, precision_follows
 from specrun.spec.parse import parse, read_source
 from specrun.spec.gates import known_metrics
 from specrun.spec.rules import component_diagnostics, semantic_diagnostics
@@ -44,6 +44,7 @@ class Spec:
     overrides: tuple[str, ...] = ()
     sources: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)  # W-code Diagnostics: settings that never take effect
+    follows: dict = field(default_factory=dict)  # setting -> why it changed with an override
 
     @property
     def hash(self) -> str:
@@ -105,6 +106,7 @@ def check(doc: s.Document, profile: str | None = None, overrides: tuple[str, ...
                                         did_you_mean(profile, loc.profiles)
                                         or f"profiles: {', '.join(loc.profiles) or 'none'}")], sources)
         apply_overrides(loc, loc.profiles[profile].statements, f"profile {profile}")
+    applied = []
     for i, option in enumerate(overrides, 1):
         sources[f"<--set {i}>"] = option.replace("=", " ", 1)
         st = parse_set(option, i)
@@ -112,11 +114,13 @@ def check(doc: s.Document, profile: str | None = None, overrides: tuple[str, ...
             loc.diagnostics.append(st)
         else:
             apply_overrides(loc, (st,), "--set")
+            applied.append(st.dotted)
+    follows = precision_follows(loc.data, applied)
     diags = _diagnose(loc)
     if diags:
         raise SpecError(diags, sources | owncode.sources())  # a syntax error in user code quotes it
     return Spec(loc.data.get("spec"), loc.data, loc, doc.path, profile, tuple(overrides), sources,
-                _warnings(loc))
+                _warnings(loc), follows)
 
 
 def _warnings(loc: Located) -> list[Diagnostic]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from specrun.spec import syntax as s
 from specrun.spec.document import locate
-from specrun.spec.printer import format_expr, format_value
+from specrun.spec.printer import expect_entry_tail, expect_tail, format_expr, format_value
 from specrun.spec.values import Gate, Qty, describe
 
 ORDER = " phase order"  # key suffix of the line that records the order of an axis's phases
@@ -45,7 +45,8 @@ def _amount(value: Qty) -> tuple:
 
 
 def _by(st: s.Expect) -> str:
-    return f"by {format_value(st.by)}" if st.by is not None else "always"
+    when = expect_tail(st.when, format_value(st.by) if st.by is not None else None, st.severity).strip()
+    return when or "always"
 
 
 def _flatten_statement(st: s.Setting, prefix: str, out: dict, amounts: dict) -> None:
@@ -81,7 +82,8 @@ def _flatten(value, prefix: str, out: dict, amounts: dict) -> None:
                     _flatten(body, here + ".", out, amounts)
             elif k == "expect" and isinstance(v, list) and not prefix:
                 for e in v:
-                    out[f"expect {e['expr']}"] = f"by {describe(e['by'])}" if "by" in e else "always"
+                    out[f"expect {e['expr']}"] = expect_entry_tail(
+                        e, describe(e["by"]) if "by" in e else None).strip() or "always"
             elif k == "type":
                 out[prefix.rstrip(".")] = describe(v)
             else:

@@ -100,6 +100,19 @@ class Located:
         return text if 0 < len(text) <= 60 else None
 
 
+def expect_entry(item: s.Expect) -> dict:
+    """``expect`` as data; the defaults (at end, fail) are left out, so a spec that never
+    names them keeps its identity (its hash)."""
+    entry = {"expr": Gate(item.expr)}
+    if item.by is not None:
+        entry["by"] = plain(item.by)
+    elif item.when == "throughout":
+        entry["when"] = "throughout"
+    if item.severity == "warn":
+        entry["severity"] = "warn"
+    return entry
+
+
 def locate(doc: s.Document) -> Located:
     loc = Located({}, path=doc.path, source=doc.source)
     fill(loc, loc.data, (), doc.items, in_phase=False)
@@ -113,7 +126,7 @@ def fill(loc: Located, target: dict, base: Path, items, in_phase: bool) -> None:
             if entries is None:
                 continue
             path = base + ("expect", len(entries))
-            entries.append({"expr": Gate(item.expr), **({"by": plain(item.by)} if item.by else {})})
+            entries.append(expect_entry(item))
             loc.spans[path] = item.span
             loc.key_spans[path] = item.span
             loc.value_spans[path + ("expr",)] = item.expr.span

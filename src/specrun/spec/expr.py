@@ -25,8 +25,11 @@ from specrun.spec.units import BYTE_UNITS, TIME_UNITS
 
 CONTEXT_NAMES = {
     "step": "optimizer steps taken",
+    "micro_step": "micro-batches taken (accumulate of them make an optimizer step)",
     "epoch": "epochs completed (fractional)",
+    "run.progress": "share of the run done, 0 to 1: steps of max_steps, or epochs of max_epochs",
     "phase.steps": "steps in the current phase (promotion gates only)",
+    "phase.micro_steps": "micro-batches in the current phase (promotion gates only)",
     "phase.epochs": "epochs in the current phase (promotion gates only)",
     "phase.index": "index of the current phase (promotion gates only)",
     "lr": "current learning rate of the first parameter group",
@@ -228,7 +231,9 @@ def literal(node) -> float | str | bool:
             return node.value * BYTE_UNITS[node.unit]
         if node.unit in TIME_UNITS:
             return node.value * TIME_UNITS[node.unit]
-        return node.value  # steps/epochs compare as plain counts
+        if node.unit == "%":
+            return node.value / 100  # a share, as run.progress counts it
+        return node.value  # steps/epochs/micro_steps compare as plain counts
     return node.value
 
 
@@ -242,6 +247,11 @@ def evaluate(node, ctx: Context):
     if value is None and (isinstance(node, s.Not) or (isinstance(node, s.BinOp) and node.op not in _ARITH)):
         return False
     return value
+
+
+def evaluate_known(node, ctx: Context) -> bool | None:
+    """A condition's truth, or None while the values it reads are unknown (three-valued)."""
+    return _truth(_value(node, ctx))
 
 
 def _value(node, ctx: Context):

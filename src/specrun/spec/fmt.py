@@ -20,7 +20,7 @@ import re
 
 from specrun.spec import syntax as s
 from specrun.spec.parse import parse
-from specrun.spec.printer import format_expr, format_value, quote
+from specrun.spec.printer import expect_entry_tail, expect_tail, format_expr, format_value, quote
 from specrun.spec.schema import spec_schema
 from specrun.spec.values import Gate, IntRange, Qty
 
@@ -125,8 +125,9 @@ class _Printer:
     def head(self, item, bare: bool = False) -> str:
         """The one-line text of a statement (``bare``: without its value)."""
         if isinstance(item, s.Expect):
-            by = f" by {format_value(item.by)}" if item.by is not None else ""
-            return f"expect {format_expr(item.expr)}{by}"
+            tail = expect_tail(item.when, format_value(item.by) if item.by is not None else None,
+                               item.severity, item.written_when, item.written_severity)
+            return f"expect {format_expr(item.expr)}{tail}"
         parts = [item.dotted]
         if item.gate is not None:
             parts += ["when", format_expr(item.gate)]
@@ -290,8 +291,8 @@ def _data_lines(data: dict, depth: int, order=None, where: tuple = ()) -> list[s
                 lines += [head + " {"] + inner + [f"{pad}}}"] if inner else [head + " {}"]
         elif key == "expect" and where == () and isinstance(value, list):
             for e in value:
-                by = f" by {data_value(e['by'])}" if "by" in e else ""
-                lines.append(f"{pad}expect {e['expr']}{by}")
+                tail = expect_entry_tail(e, data_value(e["by"]) if "by" in e else None)
+                lines.append(f"{pad}expect {e['expr']}{tail}")
         elif isinstance(value, Gate):
             lines.append(f"{pad}{key} when {value}")
         elif isinstance(value, dict):

@@ -92,8 +92,10 @@ def check_expr(loc: Located, path: tuple, gate: Gate, data: dict, in_phase: bool
 # ---- units: a quantity is compared with a count of the same unit ------------------------------
 
 _COMPARE_OPS = ("<", "<=", ">", ">=", "==", "!=")
-_COUNTS = {"step": "steps", "phase.steps": "steps", "epoch": "epochs", "phase.epochs": "epochs"}
-_COUNTED_BY = {"steps": "step or phase.steps", "epochs": "epoch or phase.epochs"}
+_COUNTS = {"step": "steps", "phase.steps": "steps", "epoch": "epochs", "phase.epochs": "epochs",
+           "micro_step": "micro_steps", "phase.micro_steps": "micro_steps", "run.progress": "%"}
+_COUNTED_BY = {"steps": "step or phase.steps", "epochs": "epoch or phase.epochs",
+               "micro_steps": "micro_step or phase.micro_steps", "%": "run.progress"}
 
 
 def _unit_family(q: s.Quantity) -> str:
@@ -105,14 +107,18 @@ def _unit_family(q: s.Quantity) -> str:
 def _unit_diagnostics(expr) -> list[Diagnostic]:
     """`phase.steps >= 2 epochs` would compare steps with 2; `step > 50%` with 50: both refused."""
     out = []
+    shares = {id(q) for node in ex.walk(expr) if isinstance(node, s.BinOp) and node.op in _COMPARE_OPS
+              for ref, q in ((node.left, node.right), (node.right, node.left))
+              if isinstance(ref, s.Ref) and ref.dotted == "run.progress" and isinstance(q, s.Quantity)}
     for node in ex.walk(expr):
-        if isinstance(node, s.Quantity) and node.unit == "%":
-            out.append(Diagnostic("E405", f"`{node.text}` has no meaning in an expression", node.span,
-                                  "write a count: `step >= 500`; `expect ... by 5%` takes a share of the run"))
+        if isinstance(node, s.Quantity) and node.unit == "%" and id(node) not in shares:
+            out.append(Diagnostic("E405", f"`{node.text}` has no meaning here: a share of what?", node.span,
+                                  "compare the run's share with it: `run.progress >= 50%`; "
+                                  "`expect ... by 5%` takes a share of the run too"))
         if not (isinstance(node, s.BinOp) and node.op in _COMPARE_OPS):
             continue
         for ref, q in ((node.left, node.right), (node.right, node.left)):
-            if not isinstance(q, s.Quantity) or q.unit == "%":
+            if not isinstance(q, s.Quantity) or (q.unit == "%" and id(q) not in shares):
                 continue
             if not isinstance(ref, s.Ref):
                 continue
@@ -120,7 +126,7 @@ def _unit_diagnostics(expr) -> list[Diagnostic]:
             if family == counts:
                 continue
             what = f"counts {counts}" if counts else "is a plain number"
-            if family in ("steps", "epochs"):
+            if family in ("steps", "epochs", "micro_steps"):
                 hint = f"compare {_COUNTED_BY[family]} with it"
             elif counts:
                 hint = f"compare `{ref.dotted}` with a number of {counts}"
@@ -216,7 +222,8 @@ def _check_ref(node: s.Ref, metrics: dict, in_phase: bool) -> list[Diagnostic]:
     everything = list(ex.CONTEXT_NAMES) + [f"{sp}.{m}" for sp, ms in metrics.items() for m in ms]
     hint = hint or did_you_mean(name, everything)
     return [Diagnostic("E400", f"unknown name '{name}' in expression", node.span,
-                       hint or "names: step, epoch, lr, phase.steps, phase.epochs, train.METRIC, val.METRIC")]
+                       hint or "names: step, micro_step, epoch, run.progress, lr, phase.steps, "
+                               "phase.micro_steps, phase.epochs, train.METRIC, val.METRIC")]
 
 
 def _check_call(node: s.Call, phase_names: set[str]) -> list[Diagnostic]:

@@ -14,6 +14,7 @@ from specrun.spec.document import (
     PHASE_TARGETS,
     Located,
     assign,
+    expect_entry,
     fill,
     merge,
 )
@@ -28,7 +29,7 @@ def apply_overrides(loc: Located, statements, origin: str) -> None:
         if isinstance(st, s.Expect):
             entries = loc.data.setdefault("expect", [])
             path = ("expect", len(entries))
-            entries.append({"expr": Gate(st.expr)} | ({"by": _plain(st.by)} if st.by else {}))
+            entries.append(expect_entry(st))
             loc.spans[path] = loc.key_spans[path] = st.span
             continue
         target = _resolve_path(loc, st, origin)
@@ -50,12 +51,6 @@ def apply_overrides(loc: Located, statements, origin: str) -> None:
                 merge(node[k], v)  # a block in an override merges into the block it overrides
             else:
                 assign(loc, node, base, (k,), v, st.span, st.key_span, override=True)
-
-
-def _plain(value):
-    from specrun.spec.values import plain
-
-    return plain(value)
 
 
 def _resolve_path(loc: Located, st: s.Setting, origin: str):
@@ -122,3 +117,18 @@ def parse_set(option: str, index: int) -> s.Statement | Diagnostic:
         return Diagnostic("E502", f"--set takes exactly one setting, got {option!r}", s.Span(origin, 1, 1, 1, 2),
                           "repeat --set for each setting")
     return items[0]
+
+
+def precision_follows(data: dict, set_keys: list[str]) -> dict:
+    """``--set precision.type=bf16`` alone on an fp16 spec (the keenkenning document's
+    ``--dtype``): the file's ``loss_scale dynamic`` is fp16's and follows the type to
+    ``none``, rather than making the one flag an error. Returns what followed, and why,
+    for the plan to say."""
+    prec = data.get("precision") if isinstance(data.get("precision"), dict) else {}
+    typed = any(k in ("precision", "precision.type") for k in set_keys)
+    if (not typed or "precision.loss_scale" in set_keys or prec.get("loss_scale") != "dynamic"
+            or prec.get("type") in ("fp16", None)):
+        return {}
+    prec["loss_scale"] = "none"
+    return {"precision.loss_scale": f"none: follows --set precision.type={prec.get('type')} "
+                                    "(dynamic loss scaling is fp16's)"}

@@ -310,8 +310,14 @@ def _r_gate(kids, span, path):
 
 
 def _r_expect(kids, span, path):
-    parts = [k for k in kids if not isinstance(k, Token)]  # EXPECT expr (BY value)?
-    return s.Expect(parts[0], parts[1] if len(parts) > 1 else None, span)
+    # EXPECT expr [("by", value) | ("end",) | ("throughout",)] [SEVERITY]
+    parts = [k for k in kids if not isinstance(k, Token)]
+    expr, when = parts[0], parts[1] if len(parts) > 1 else None
+    severity = next((str(k) for k in kids if isinstance(k, Token) and k.type == "SEVERITY"), None)
+    kind = when[0] if when else "end"
+    return s.Expect(expr, when[1] if when and kind == "by" else None, span,
+                    when=kind, severity=severity or "fail",
+                    written_when=when is not None, written_severity=severity is not None)
 
 
 def _r_number(kids, span, path):
@@ -348,6 +354,9 @@ _RULES = {
     "setting": _r_setting,
     "gate": _r_gate,
     "expect": _r_expect,
+    "expect_by": lambda kids, span, path: ("by", next(k for k in kids if not isinstance(k, Token))),
+    "expect_at_end": lambda kids, span, path: ("end",),
+    "expect_throughout": lambda kids, span, path: ("throughout",),
     "number": _r_number,
     "num": _r_number,
     "negative": _r_negative,
@@ -528,7 +537,7 @@ _TOKEN_WORDS = {
     "ADD": "'+'", "MINUS": "'-'", "MUL": "'*' or '/'",
 }
 _CLOSER = {"{": "}", "[": "]", "(": ")"}
-UNITS = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB, ms, s, min, h, steps, epochs, %"
+UNITS = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB, ms, s, min, h, steps, micro_steps, epochs, %"
 
 
 def _literal(tok_type: str) -> str | None:

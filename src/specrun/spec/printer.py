@@ -80,3 +80,23 @@ def format_expr(node) -> str:
 def _wrap(node, min_prec: int) -> str:
     text = format_expr(node)
     return f"({text})" if _prec(node) < min_prec else text
+
+
+# ---- expectations ------------------------------------------------------------------
+
+def expect_tail(when: str, by_text: str | None, severity: str, spell_end: bool = False,
+                spell_fail: bool = False) -> str:
+    """What follows an expectation's expression: `` by 100 steps``, `` throughout warn``.
+
+    ``at end`` and ``fail`` are the defaults: written only where the source spelled them.
+    """
+    tail = {"by": f" by {by_text}", "throughout": " throughout"}.get(when, " at end" if spell_end else "")
+    if severity == "warn" or spell_fail:
+        tail += f" {severity}"
+    return tail
+
+
+def expect_entry_tail(entry: dict, by_text: str | None = None) -> str:
+    """The tail of a located ``expect`` entry (``{"expr", "by"?, "when"?, "severity"?}``)."""
+    when = "by" if "by" in entry else entry.get("when", "end")
+    return expect_tail(when, by_text, entry.get("severity", "fail"))

@@ -147,6 +147,15 @@ def _fsdp_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
                        f"use strategy ddp, or an optimizer made for shards: {', '.join(fits)}")]
 
 
+def _progress_needs_an_end(data: dict) -> list[Diagnostic]:
+    """`run.progress` is a share of max_steps or max_epochs: a run without either has none."""
+    refs = sorted((n.span for _, g in gates_in(data) for n in ex.walk(g.expr)
+                   if isinstance(n, s.Ref) and n.dotted == "run.progress"),
+                  key=lambda sp: (sp.path, sp.line, sp.col))
+    return [Diagnostic("E600", "run.progress is a share of the run, and this run has no set length", at,
+                       "set max_steps or max_epochs") for at in refs[:1]]
+
+
 def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
     out = []
     prec = as_block(data.get("precision"))
@@ -192,6 +201,8 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
                                   loc.value_span(("expect", i, "by"))))
     out += _fsdp_diagnostics(loc, data)
     out += output_path_diagnostics(loc, data)
+    if unbounded:
+        out += _progress_needs_an_end(data)
     kind = sched.get("type")
     if kind in ("cosine", "warmup_cosine") and unbounded:
         out.append(Diagnostic("E600", f"a {kind} schedule decays over the run's length: "

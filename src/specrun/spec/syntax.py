@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Union
 
 # A quantity token: a number and its unit, with or without a space between.
-QUANTITY = re.compile(r"(?P<number>[0-9][0-9_.eE+-]*?)[ \t]*(?P<unit>[A-Za-z%]+)$")
+QUANTITY = re.compile(r"(?P<number>[0-9][0-9_.eE+-]*?)[ \t]*(?P<unit>[A-Za-z_%]+)$")
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,21 @@ class Setting:
 
 @dataclass(frozen=True)
 class Expect:
-    """``expect EXPR [by SPAN]``: a sanity expectation that fails the run early."""
+    """``expect EXPR [by SPAN | at end | throughout] [warn | fail]``.
+
+    ``by``: judged once, at the first step at or past the span; ``at end`` (also when
+    nothing is said): once, when the run ends; ``throughout``: after every step whose
+    values are known. A broken ``fail`` expectation (the default) stops the run; a
+    broken ``warn`` one is an event and a console line, and the run goes on.
+    """
 
     expr: Expr
     by: Value | None
     span: Span
+    when: str = "end"  # "by", "end" or "throughout"
+    severity: str = "fail"  # "fail" or "warn"
+    written_when: bool = False  # `at end` spelled out (fmt keeps what was written)
+    written_severity: bool = False  # `fail` spelled out
 
 
 Statement = Union[Setting, Expect]
@@ -194,7 +204,7 @@ def shape(node):
     if isinstance(node, Document):
         return ("Document", shape(node.items))
     if is_dataclass(node):
-        skip = {"span", "key_span", "text", "kwarg_spans"}
+        skip = {"span", "key_span", "text", "kwarg_spans", "written_when", "written_severity"}
         return (type(node).__name__,) + tuple(
             shape(getattr(node, f.name)) for f in fields(node) if f.name not in skip
         )

@@ -5,4 +5,5 @@ BYTE_UNITS = {
     "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
 }
 TIME_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
-SPAN_UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs", "%": "%"}
+SPAN_UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs", "%": "%",
+              "micro_step": "micro_steps", "micro_steps": "micro_steps"}
