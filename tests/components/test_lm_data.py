@@ -265,11 +265,11 @@ def test_byte_tokenizer_round_trip():
 # ---------------------------------------------------------------------- bpe ---
 
 def test_bpe_tokenizer_trains_once_and_caches(tmp_path):
-    pytest.importorskip("tokenizers")
     p = {"tokenizer": "bpe", "bpe_vocab": 300, "seq_len": 64, "synthetic": {"samples": 400, "val_samples": 20}}
     first = build_task(p, ctx(tmp_path))
     info = first.model_info()
-    assert info["vocab_size"] <= 300 and {info["pad_id"], info["bos_id"], info["eos_id"]} == {0, 1, 2}
+    assert info["vocab_size"] == 300 and {info["pad_id"], info["bos_id"], info["eos_id"]} == {0, 1, 2}
+    assert first.tokenizer.vocab_size <= 300
     assert first.tokenizer.decode(first.tokenizer.encode("What is 25 + 17? A: 42")) == "What is 25 + 17? A: 42"
     second = build_task(p, ctx(tmp_path))
     assert second.from_cache and second.tokenizer.fingerprint() == first.tokenizer.fingerprint()
@@ -278,6 +278,14 @@ def test_bpe_tokenizer_trains_once_and_caches(tmp_path):
     # BPE shortens the text versus bytes
     byte_task = build_task({**p, "tokenizer": "byte"}, ctx(tmp_path))
     assert len(second.train.split.tokens) < 0.8 * len(byte_task.train.split.tokens)
+
+
+def test_the_model_gets_the_vocabulary_asked_for_even_where_the_corpus_runs_out(tmp_path):
+    """aura's 32,000: a BPE trained on a small corpus stops short; the model's table does not."""
+    p = {"tokenizer": "bpe", "bpe_vocab": 5000, "seq_len": 32, "synthetic": {"samples": 200, "val_samples": 10}}
+    task = build_task(p, ctx(tmp_path))
+    assert task.tokenizer.vocab_size < 5000 and task.model_info()["vocab_size"] == 5000
+    assert task.tokenizer.decode([*task.tokenizer.encode("A: 42"), 4999]) == "A: 42"  # a row past the BPE
 
 
 @pytest.mark.parametrize("batch, world", [(3, 1), (2, 2), (8, 1)])

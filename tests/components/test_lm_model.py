@@ -1,4 +1,5 @@
-"""causal_lm: shapes, softcap, checkpointing, memory switch, LTM, ACT, stages, size."""
+"""causal_lm: shapes, softcap, checkpointing, memory switch, LTM, ACT, stages, size
+(attention softcap, ACT halting and the limbic system: test_lm_fidelity.py)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ FULL = {
     "association": {"depth": 1},
     "ltm": {"dim": 8},
     "act": {"enabled": True},
+    "limbic": {"enabled": True, "start_on": True},
+    "attn_softcap": 20.0,
 }
 
 

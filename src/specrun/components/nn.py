@@ -30,27 +30,53 @@ class RMSNorm(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention. With ``softcap`` > 0 the scores are soft-capped before
+    the softmax, Gemma 2's ``cap * tanh(scores / cap)``: fused SDPA kernels take no such
+    cap, so that path computes the scores itself (more memory: the T x T scores exist)."""
+
     def __init__(self, dim: int, heads: int, dropout: float = 0.0, causal: bool = True,
-                 linear: type[nn.Module] = nn.Linear):
+                 linear: type[nn.Module] = nn.Linear, softcap: float = 0.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.causal = causal
         self.dropout = dropout
+        self.softcap = float(softcap)
         self.qkv = linear(dim, 3 * dim, bias=False)
         self.out = linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=self.causal and mask is None,
-        )
+        dropout = self.dropout if self.training else 0.0
+        if self.softcap > 0:
+            y = capped_attention(q, k, v, self.softcap, mask, self.causal and mask is None, dropout)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                               is_causal=self.causal and mask is None)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+def capped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cap: float,
+                     mask: torch.Tensor | None = None, causal: bool = False,
+                     dropout: float = 0.0) -> torch.Tensor:
+    """softmax(cap * tanh(q k^T / sqrt(d) / cap) + mask) v, as SDPA would compute it uncapped.
+
+    ``mask`` is SDPA's: boolean (True attends) or additive. The softmax runs in fp32.
+    """
+    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
+    scores = cap * torch.tanh(scores / cap)
+    if causal:
+        t, s = q.shape[-2], k.shape[-2]
+        keep = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    if dropout:
+        probs = F.dropout(probs, dropout)
+    return probs @ v
 
 
 class MLP(nn.Module):
@@ -69,10 +95,10 @@ class Block(nn.Module):
     """x + attn(norm(x)); x + mlp(norm(x))."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 causal: bool = True, linear: type[nn.Module] = nn.Linear):
+                 causal: bool = True, linear: type[nn.Module] = nn.Linear, attn_softcap: float = 0.0):
         super().__init__()
         self.norm1 = RMSNorm(dim)
-        self.attn = SelfAttention(dim, heads, dropout, causal, linear)
+        self.attn = SelfAttention(dim, heads, dropout, causal, linear, attn_softcap)
         self.norm2 = RMSNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout, linear)
 
@@ -86,10 +112,10 @@ class Stack(nn.Module):
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0,
                  dropout: float = 0.0, causal: bool = True,
-                 linear: type[nn.Module] = nn.Linear):
+                 linear: type[nn.Module] = nn.Linear, attn_softcap: float = 0.0):
         super().__init__()
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, dropout, causal, linear) for _ in range(depth)
+            Block(dim, heads, mlp_ratio, dropout, causal, linear, attn_softcap) for _ in range(depth)
         )
         self.norm = RMSNorm(dim)
         self.gradient_checkpointing = False

@@ -117,10 +117,12 @@ def choose_run_dir(plan: Plan, opts: Options, say,
 def _accept_spec_change(run_dir: RunDir, plan: Plan, opts: Options, say) -> None:
     """Refuse to mix two experiments in one run directory, unless told to: then say what changed."""
     lines = plan_changes(_old_plan(run_dir.path) or {}, plan) or ["(layout only)"]
-    if not opts.allow_spec_change:
+    declared = plan.settings["checkpoint"].get("on_spec_change") == "resume"  # savant's fallback
+    if not (opts.allow_spec_change or declared):
         raise SpecChanged(f"the spec changed since run {run_dir.path} began:\n  " + "\n  ".join(lines)
                           + "\nresume anyway with --allow-spec-change, or start fresh with --new")
-    say("resuming across a spec change (--allow-spec-change):\n  " + "\n  ".join(lines))
+    why = "--allow-spec-change" if opts.allow_spec_change else "checkpoint.on_spec_change resume"
+    say(f"resuming across a spec change ({why}):\n  " + "\n  ".join(lines))
     _record_spec_change(run_dir, plan, lines)
 
 

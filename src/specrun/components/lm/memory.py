@@ -36,8 +36,16 @@ LongTermMemory + MAG (cognate, the document's fixed code, vectorised)
     Memory-as-gate: ``h + g * u`` with ``u = W_u m`` (zero at init) and
     ``g = sigmoid(W_g [norm(h); u])``.
 
-HaltingHead (cognate ACT)
-    ``q = sigmoid(w . norm(h) + b)`` per token, [B, T, 1]. With targets present::
+HaltingHead (cognate ACT) and halting
+    ``q = sigmoid(w . norm(h) + b)`` per token. The model (``model.py``) ponders:
+    after the base stack each token's state goes through the last base block
+    again, up to ``t_max`` passes in all (TRM's recursion: no new weights); a
+    token halts at the first pass whose ``q >= threshold`` (or at ``t_max``), and
+    its state is frozen from then on, so tokens take different numbers of steps.
+    Halting reads only a token's own state, and attention stays causal, so the
+    model stays a causal LM. ``halting false`` is the document's fallback: every
+    token takes ``t_max`` passes. With targets present, on ``q`` at each token's
+    halting pass::
 
         correct   = argmax(logits) == target            (no gradient)
         bce       = BCE(q, correct)     over real targets: q learns "this token is settled"
@@ -47,8 +55,17 @@ HaltingHead (cognate ACT)
         aux_loss  = weight * (bce - entropy_weight * entropy) + diversity_weight * diversity
 
     The entropy bonus keeps q off 0/1 (where BCE saturates); the diversity term
-    is the document's. The head does not change the compute path (a single
-    pass, the document's fallback "fixed T_max").
+    is the document's step 5 fix. Metrics: ``act_variance`` (q_var), ``act_mean``,
+    ``act_steps`` (mean passes a token took).
+
+LimbicSystem (aura's NaturalBrain, after the embeddings)
+    Each token appraises its prefix: ``(a, v) = W norm(x)`` averaged over the
+    positions up to it (a causal running mean), ``arousal = sigmoid(a)``,
+    ``valence = tanh(v)``; the hidden state becomes
+    ``x * (1 + (arousal - 0.5) * g) + valence * u`` (``g``, ``u`` learned,
+    zero at init). While the switch ``limbic.modulate`` is off the state is the
+    document's neutral one, arousal 0.5 and valence 0.0, under which the module
+    is exactly the identity: the document's limbic warmup.
 
 MoELite (aura's language zone)
     ``experts`` small GELU MLPs (hidden = width*mlp_ratio/experts, so the zone
@@ -194,11 +211,18 @@ class HaltingHead(nn.Module):
         self.weight, self.entropy_weight = weight, entropy_weight
         self.target_variance, self.diversity_weight = target_variance, diversity_weight
 
-    def forward(self, h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor | None):
-        z = self.proj(self.norm(h)).float()  # [B, T, 1]
+    def logit(self, h: torch.Tensor) -> torch.Tensor:
+        """The halting logit of each token's state, [B, T, 1] in fp32."""
+        return self.proj(self.norm(h)).float()
+
+    def forward(self, z: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor | None,
+                steps: torch.Tensor | None = None):
+        """Loss and metrics from ``z``, each token's halting logit at the pass it halted."""
         q = torch.sigmoid(z)
         q_var = ((q - q.mean(dim=1, keepdim=True)) ** 2).mean()
         metrics = {"act_variance": q_var.detach(), "act_mean": q.mean().detach()}
+        if steps is not None:
+            metrics["act_steps"] = steps.float().mean().detach()
         if targets is None:
             return None, metrics
         diversity = torch.clamp(self.target_variance - q_var, min=0.0)
@@ -212,6 +236,29 @@ class HaltingHead(nn.Module):
         aux = self.weight * (bce - self.entropy_weight * entropy) + self.diversity_weight * diversity
         metrics["act_diversity_loss"] = diversity.detach()
         return aux, metrics
+
+
+class LimbicSystem(nn.Module):
+    NEUTRAL = (0.5, 0.0)  # the document's warmup state: arousal 0.5, valence 0.0
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = RMSNorm(width)
+        self.appraise = nn.Linear(width, 2)
+        self.gain = nn.Parameter(torch.zeros(width))
+        self.valence_dir = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor, modulate: bool) -> tuple[torch.Tensor, dict]:
+        if not modulate:
+            # neutral: x * (1 + (0.5 - 0.5) * g) + 0.0 * u is x itself
+            return x, {}
+        av = self.appraise(self.norm(x)).float()  # [B, T, 2]
+        count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=av.dtype)[None, :, None]
+        av = av.cumsum(dim=1) / count  # each token appraises its prefix: causal
+        arousal = torch.sigmoid(av[..., :1])
+        valence = torch.tanh(av[..., 1:])
+        out = x * (1 + (arousal - self.NEUTRAL[0]).to(x.dtype) * self.gain) + valence.to(x.dtype) * self.valence_dir
+        return out, {"limbic_arousal": arousal.mean().detach(), "limbic_valence": valence.mean().detach()}
 
 
 class MoELite(nn.Module):
@@ -236,10 +283,11 @@ class MoELite(nn.Module):
 class ZoneBlock(nn.Module):
     """Pre-norm block whose feed-forward is a MoELite: x + attn(norm x); x + moe(norm x)."""
 
-    def __init__(self, width: int, heads: int, hidden: int, experts: int, top_k: int, dropout: float):
+    def __init__(self, width: int, heads: int, hidden: int, experts: int, top_k: int, dropout: float,
+                 attn_softcap: float = 0.0):
         super().__init__()
         self.norm1 = RMSNorm(width)
-        self.attn = SelfAttention(width, heads, dropout)
+        self.attn = SelfAttention(width, heads, dropout, softcap=attn_softcap)
         self.norm2 = RMSNorm(width)
         self.moe = MoELite(width, hidden, experts, top_k, dropout)
 

@@ -2,7 +2,8 @@
 
 Base: token + learned position embeddings, ``depth`` pre-norm blocks from
 ``specrun.components.nn`` (SDPA attention, RMSNorm, GELU MLP), final norm,
-tied or untied output head, optional logit soft-capping (savant: 50).
+tied or untied output head, optional soft-capping of the output logits (``softcap``) and
+of the attention scores before their softmax (``attn_softcap``, Gemma 2 style; savant: 50).
 
 Options (see ``memory.py`` for the modules and ``size.py`` for defaults):
 
@@ -13,7 +14,11 @@ Options (see ``memory.py`` for the modules and ``size.py`` for defaults):
 - ``association``    plain blocks after the language zone, active at stage 3.
 - ``ltm``            Titans-style long-term memory + memory-as-gate after a
                      base block (``after_layer``, default the last).
-- ``act``            per-token halting head with the diversity regulariser.
+- ``act``            per-token halting: tokens ponder through the last base block
+                     up to ``t_max`` passes, each halting on its own head's q;
+                     with the diversity regulariser.
+- ``limbic``         emotional modulation after the embeddings; neutral (the
+                     identity) while the switch ``limbic.modulate`` is off.
 
 Staged training (aura): ``set_params({"stage": n})``. Every module exists from
 construction, so the optimizer owns its parameters from step 0; a module a
@@ -34,13 +39,13 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from specrun.components.lm.memory import HaltingHead, HippocampalMemory, LongTermMemory, ZoneBlock
+from specrun.components.lm.memory import HaltingHead, HippocampalMemory, LimbicSystem, LongTermMemory, ZoneBlock
 from specrun.components.lm.size import estimate_parameters, has_memory, memory_layers, with_defaults
-from specrun.components.nn import Block, Stack, init_weights, softcap
+from specrun.components.nn import Block, SelfAttention, Stack, init_weights, softcap
 
-SWITCHES = ("memory.enable",)
+SWITCHES = ("memory.enable", "limbic.modulate")
 #: parameters that may change during a run through set_params
-RUNTIME = ("stage", "softcap", "dropout")
+RUNTIME = ("stage", "softcap", "attn_softcap", "dropout")
 
 
 def _seeded(seed: int, fn) -> None:
@@ -73,7 +78,8 @@ class CausalLM(nn.Module):
         self.tok_emb = nn.Embedding(self.vocab_size, d)
         self.pos_emb = nn.Embedding(self.max_seq_len, d)
         self.drop = nn.Dropout(p["dropout"])
-        self.stack = Stack(d, depth, heads, p["mlp_ratio"], p["dropout"])
+        attn_cap = float(p["attn_softcap"])
+        self.stack = Stack(d, depth, heads, p["mlp_ratio"], p["dropout"], attn_softcap=attn_cap)
         self.head = None if p["tie_embeddings"] else nn.Linear(d, self.vocab_size, bias=False)
 
         def init_base():
@@ -104,11 +110,12 @@ class CausalLM(nn.Module):
         z = p["language_zone"]
         self.zone = nn.ModuleList(
             ZoneBlock(d, heads, max(1, hidden // int(z["experts"])), int(z["experts"]), int(z["top_k"]),
-                      p["dropout"])
+                      p["dropout"], attn_cap)
             for _ in range(int(z["depth"])))
         self.zone_balance_weight = float(z["balance_weight"])
         self.association = nn.ModuleList(
-            Block(d, heads, p["mlp_ratio"], p["dropout"]) for _ in range(int(p["association"]["depth"])))
+            Block(d, heads, p["mlp_ratio"], p["dropout"], attn_softcap=attn_cap)
+            for _ in range(int(p["association"]["depth"])))
 
         def init_stages():
             for blocks in (self.zone, self.association):
@@ -141,15 +148,25 @@ class CausalLM(nn.Module):
             self.act = HaltingHead(d, float(a["weight"]), float(a["entropy_weight"]),
                                    float(a["target_variance"]), float(a["diversity_weight"]))
             _seeded(seed + 4, lambda: (init_weights(self.act, depth), _zero_biases(self.act)))
+        self.act_t_max = int(p["act"]["t_max"])
+        self.act_threshold = float(p["act"]["threshold"])
+        self.act_halting = bool(p["act"]["halting"])
+
+        self.limbic = None
+        self.limbic_on = bool(p["limbic"]["start_on"])
+        if p["limbic"]["enabled"]:
+            self.limbic = LimbicSystem(d)
+            _seeded(seed + 5, lambda: (init_weights(self.limbic, depth), _zero_biases(self.limbic)))
 
         # parameters the mugrokfast optimizer keeps on AdamW although they are 2-D
         self.no_muon = {n for n, _ in self.named_parameters()
                         if n.startswith(("tok_emb.", "pos_emb.", "head.")) or ".place_" in n
-                        or n.startswith("act.proj")}
+                        or n.startswith(("act.proj", "limbic."))}
         # for an engine that wraps the model in DDP: stage-gated and switched-off modules
         # leave parameters unused; per-rank replay buffers must not be overwritten by rank 0's
         self.ddp_options = {
-            "find_unused_parameters": bool(len(self.memory) or len(self.zone) or len(self.association)),
+            "find_unused_parameters": bool(len(self.memory) or len(self.zone) or len(self.association)
+                                           or self.limbic is not None),
             "broadcast_buffers": not any(m.retrieve for m in self.memory.values()),
         }
         expected = estimate_parameters(params, info)
@@ -164,7 +181,10 @@ class CausalLM(nn.Module):
     def set_switch(self, name: str, on: bool) -> None:
         if name not in SWITCHES:
             raise ValueError(f"model causal_lm has no switch {name!r}; it has {list(SWITCHES)}")
-        self.memory_on = bool(on)
+        if name == "limbic.modulate":
+            self.limbic_on = bool(on)
+        else:
+            self.memory_on = bool(on)
 
     def set_params(self, params: dict) -> None:
         current = self.params
@@ -186,6 +206,10 @@ class CausalLM(nn.Module):
             self.stage = stage
         if "softcap" in params:
             self.softcap = float(params["softcap"])
+        if "attn_softcap" in params:
+            for mod in self.modules():
+                if isinstance(mod, SelfAttention):
+                    mod.softcap = float(params["attn_softcap"])
         if "dropout" in params:
             rate = float(params["dropout"])
             for mod in self.modules():
@@ -196,11 +220,12 @@ class CausalLM(nn.Module):
         self.params = {**current, **{k: params[k] for k in RUNTIME if k in params}}
 
     def get_extra_state(self):
-        return {"stage": self.stage, "memory_on": self.memory_on}
+        return {"stage": self.stage, "memory_on": self.memory_on, "limbic_on": self.limbic_on}
 
     def set_extra_state(self, state) -> None:
         self.stage = int(state["stage"])
         self.memory_on = bool(state["memory_on"])
+        self.limbic_on = bool(state.get("limbic_on", self.limbic_on))  # older checkpoints lack it
 
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.parameters())
@@ -218,6 +243,10 @@ class CausalLM(nn.Module):
         if t > self.max_seq_len:
             raise ValueError(f"model causal_lm: sequence of {t} tokens exceeds max_seq_len {self.max_seq_len}")
         x = self.drop(self.tok_emb(ids) + self.pos_emb.weight[:t])
+        metrics = {}
+        if self.limbic is not None:
+            x, limbic_metrics = self.limbic(x, self.limbic_on)
+            metrics.update(limbic_metrics)
         for i, block in enumerate(self.stack.blocks):
             x = self._run(block, x)
             if self.memory_on and str(i) in self.memory:
@@ -225,7 +254,9 @@ class CausalLM(nn.Module):
             if self.ltm is not None and i == self.ltm_layer:
                 x = self.ltm(x)
         aux = None
-        metrics = {}
+        halting = None
+        if self.act is not None:
+            x, halting = self._ponder(x)
         if self.stage >= 2 and len(self.zone):
             balances = []
             for block in self.zone:
@@ -241,8 +272,8 @@ class CausalLM(nn.Module):
         weight = self.tok_emb.weight if self.head is None else self.head.weight
         logits = softcap(nn.functional.linear(x, weight), self.softcap)
         out = {"logits": logits}
-        if self.act is not None:
-            act_aux, act_metrics = self.act(x, logits, batch.get("targets"))
+        if halting is not None:
+            act_aux, act_metrics = self.act(halting[0], logits, batch.get("targets"), halting[1])
             metrics.update(act_metrics)
             if act_aux is not None:
                 aux = act_aux if aux is None else aux + act_aux
@@ -251,6 +282,34 @@ class CausalLM(nn.Module):
         if metrics:
             out["metrics"] = metrics
         return out
+
+
+    def _ponder(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """ACT: up to ``t_max`` passes through the last base block, each token halting on its own.
+
+        Pass 1 is the base stack itself. A running token whose q reaches the threshold
+        halts; the rest go through the block again, halted tokens keep their state (the
+        block still reads them as context, causally). Returns the final states and, per
+        token, (halting logit at the pass it halted [B, T, 1], passes taken [B, T]).
+        """
+        block = self.stack.blocks[-1]
+        running = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        steps = torch.zeros(x.shape[:2], device=x.device)
+        halt_z = None
+        for t in range(1, self.act_t_max + 1):
+            z = self.act.logit(x)
+            if t == self.act_t_max:
+                stop = running
+            elif self.act_halting:
+                stop = running & (torch.sigmoid(z[..., 0]) >= self.act_threshold)
+            else:  # the document's fallback: a fixed t_max passes for every token
+                stop = torch.zeros_like(running)
+            halt_z = z if halt_z is None else torch.where(stop[..., None], z, halt_z)
+            steps = steps + running.float()
+            running = running & ~stop
+            if t < self.act_t_max:
+                x = torch.where(running[..., None], self._run(block, x), x)
+        return x, (halt_z, steps)
 
 
 def build_model(params: dict, info: dict, ctx) -> CausalLM:

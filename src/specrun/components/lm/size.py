@@ -17,6 +17,7 @@ MODEL_DEFAULTS = {
     "dropout": 0.0,
     "tie_embeddings": True,
     "softcap": 0.0,
+    "attn_softcap": 0.0,
     "max_seq_len": 0,
     "stage": 3,
     "memory": {
@@ -39,10 +40,14 @@ MODEL_DEFAULTS = {
         "entropy_weight": 0.01,
         "target_variance": 0.1,
         "diversity_weight": 0.01,
+        "t_max": 3,
+        "threshold": 0.5,
+        "halting": True,
     },
+    "limbic": {"enabled": False, "start_on": False},
 }
 
-NESTED = ("memory", "language_zone", "association", "ltm", "act")
+NESTED = ("memory", "language_zone", "association", "ltm", "act", "limbic")
 
 
 def with_defaults(params: dict | None) -> dict:
@@ -87,7 +92,7 @@ def vocab_and_seq_len(info: dict) -> tuple[int, int]:
 
 def estimate_parameters(params: dict, info: dict) -> int:
     """Exact parameter count. ``info`` is the task's model_info() or the text_lm task
-    parameters; with ``tokenizer bpe`` the latter gives an upper bound (``bpe_vocab``)."""
+    parameters (with ``tokenizer bpe`` the model's table is ``bpe_vocab`` rows either way)."""
     p = with_defaults(params)
     v, seq_len = vocab_and_seq_len(info)
     d, depth = int(p["width"]), int(p["depth"])
@@ -110,5 +115,7 @@ def estimate_parameters(params: dict, info: dict) -> int:
         md = int(p["ltm"]["dim"])
         n += d + 2 * d * md + 2 * d * d + d
     if p["act"]["enabled"]:
-        n += 2 * d + 1
+        n += 2 * d + 1  # the head; pondering reuses the last base block
+    if p["limbic"]["enabled"]:
+        n += d + 2 * d + 2 + 2 * d  # norm, appraisal (arousal, valence), gain and valence direction
     return n

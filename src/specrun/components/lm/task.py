@@ -90,8 +90,12 @@ class TextLMTask:
         self._version = getattr(self, "_version", 0) + 1
 
     def model_info(self) -> dict:
+        """The model's vocabulary is ``bpe_vocab`` under ``tokenizer bpe``, the size a
+        document names (aura: 32,000): a BPE trained on a small corpus can stop short of it,
+        and the rows past its last token are never fed in. ``specrun plan`` counts the same."""
         t = self.tokenizer
-        return {"vocab_size": t.vocab_size, "seq_len": int(self.params["seq_len"]),
+        vocab = max(t.vocab_size, int(self.params["bpe_vocab"])) if t.name == "bpe" else t.vocab_size
+        return {"vocab_size": vocab, "seq_len": int(self.params["seq_len"]),
                 "pad_id": t.pad_id, "bos_id": t.bos_id, "eos_id": t.eos_id}
 
     def set_params(self, params: dict) -> None:

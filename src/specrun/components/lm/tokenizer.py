@@ -89,8 +89,9 @@ class BPETokenizer:
         return [np.asarray(e.ids, dtype=np.int64) for e in encs]
 
     def decode(self, ids: Iterable[int]) -> str:
+        """Specials and ids past the trained vocabulary (a model's table may be larger) dropped."""
         specials = {self.pad_id, self.bos_id, self.eos_id}
-        return self._tok.decode([int(i) for i in ids if int(i) not in specials])
+        return self._tok.decode([int(i) for i in ids if int(i) not in specials and 0 <= int(i) < self.vocab_size])
 
     def fingerprint(self) -> str:
         return "bpe-" + hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]

@@ -37,6 +37,8 @@ class SpecCsv(Sink):
             return row[src]
         if src == "phase":
             return run.curriculum.states[0].index if run.curriculum else 0
+        if src == "micro_step":  # a document whose "step" is a micro-batch (sha256_bitnet)
+            return run.counters.micro
         if src == "threshold":
             return _threshold(run)
         if src == "ram_gb":
