@@ -513,7 +513,7 @@ def test_keenkenning_transitions_epoch_loss_valid_rate_and_combined():
         if step % 50 == 0:
             loss, rate = val_at.get(step, (0.6, 0.0))
             history.record_all("val", {"loss": loss, "valid_grid_rate": rate})
-        ctx.scalars.update(step=step, epoch=step / per_epoch)
+        ctx.scalars.update({"step": step, "epoch": step / per_epoch, "run.progress": step / per_epoch / 30})
         moved += [(step, p.axis, p.new) for p in cur.check(ctx, step, step, per_epoch)]
     assert moved == [
         (250, "fill", "medium"),  # loss-based: val.loss < 0.5
@@ -521,5 +521,5 @@ def test_keenkenning_transitions_epoch_loss_valid_rate_and_combined():
         (400, "fill", "expert"),  # combined: at 350 the loss held and the rate did not
         (500, "size", "n8"),  # epoch-based: phase.epochs >= 5
         (1000, "size", "n12"),
-        (1500, "mode", "zero_inclusive"),  # epoch-based: epoch >= 15
+        (1500, "mode", "zero_inclusive"),  # run-relative: run.progress >= 50%, epoch 15 of 30
     ]
