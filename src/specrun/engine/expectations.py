@@ -28,9 +28,9 @@ def describe(exp: dict) -> str:
     """``expect train.loss < 1 by 100 steps warn``, as the run shows it."""
     by = exp.get("by")
     if isinstance(by, tuple):  # ("micro_steps", n)
-        by_text = f"{by[1]} micro_steps"
+        by_text = f"{by[1]} micro_step{'s' if by[1] != 1 else ''}"
     elif by is not None:
-        by_text = f"{by} steps"
+        by_text = f"{by} step{'s' if by != 1 else ''}"
     else:
         by_text = None
     when = "by" if by is not None else exp.get("when", "end")
