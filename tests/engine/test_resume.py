@@ -558,26 +558,26 @@ def test_resume_latest_continues_the_run_of_the_same_profile(tmp_path, monkeypat
     assert [e["step"] for e in events(smoke, "resume")] == [10]
 
 
+def _stopped_then_changed_optimizer(tmp_path, signal_at, checkpoint_lines: str):
+    """A run with these checkpoint settings stopped at step 6, and its spec with SGD instead of AdamW."""
+    spec = FAST_SPEC.replace("resume latest", "resume latest\n  " + checkpoint_lines)
+    signal_at(6, signal.SIGINT)
+    assert run_inproc(write_spec(tmp_path, spec), tmp_path / "run").code == 130
+    return write_spec(tmp_path, spec.replace("optimizer adamw { lr 0.01 }", "optimizer sgd { lr 0.1 }"))
+
+
 def test_a_spec_that_declares_the_fallback_resumes_a_change_without_a_flag(tmp_path, monkeypatch, signal_at):
     """savant: a changed spec goes on from the weights with a fresh optimizer, no flag needed."""
     monkeypatch.chdir(tmp_path)
-    run_dir = tmp_path / "run"
-    declared = FAST_SPEC.replace("resume latest", "resume latest\n  on_spec_change resume\n  optimizer_mismatch fresh")
-    signal_at(6, signal.SIGINT)
-    assert run_inproc(write_spec(tmp_path, declared), run_dir).code == 130
-    changed = declared.replace("optimizer adamw { lr 0.01 }", "optimizer sgd { lr 0.1 }")
-    out = run_inproc(write_spec(tmp_path, changed), run_dir)
+    changed = _stopped_then_changed_optimizer(tmp_path, signal_at, "on_spec_change resume\n  optimizer_mismatch fresh")
+    out = run_inproc(changed, tmp_path / "run")
     assert out.code == 0, out.message
-    assert [e["step"] for e in events(run_dir, "optimizer_reset")] == [6]
-    assert len(events(run_dir, "spec_change")) == 1
+    assert [e["step"] for e in events(tmp_path / "run", "optimizer_reset")] == [6]
+    assert len(events(tmp_path / "run", "spec_change")) == 1
 
 
 def test_optimizer_mismatch_error_refuses_to_resume(tmp_path, monkeypatch, signal_at):
     monkeypatch.chdir(tmp_path)
-    run_dir = tmp_path / "run"
-    strict = FAST_SPEC.replace("resume latest", "resume latest\n  optimizer_mismatch error")
-    signal_at(6, signal.SIGINT)
-    assert run_inproc(write_spec(tmp_path, strict), run_dir).code == 130
-    changed = strict.replace("optimizer adamw { lr 0.01 }", "optimizer sgd { lr 0.1 }")
-    out = run_inproc(write_spec(tmp_path, changed), run_dir, allow_spec_change=True)
+    changed = _stopped_then_changed_optimizer(tmp_path, signal_at, "optimizer_mismatch error")
+    out = run_inproc(changed, tmp_path / "run", allow_spec_change=True)
     assert out.code == 1 and "optimizer_mismatch is error" in out.message
