@@ -53,6 +53,8 @@ class Spec:
         data = {k: v for k, v in self.data.items() if k != "sweep"}  # how to search is not what a run is
         if isinstance(data.get("checkpoint"), dict):
             data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k != "resume"}
+            if not data["checkpoint"]:  # `--set checkpoint.resume=latest` on a spec without the block
+                del data["checkpoint"]
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
 
 
