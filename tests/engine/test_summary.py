@@ -51,6 +51,19 @@ def test_a_missed_expectation_is_in_the_summary(tmp_path):
     assert [e["outcome"] for e in result.summary["expectations"]] == ["met", "missed"]
 
 
+def test_warn_only_expectations_are_warned_and_the_run_finishes(tmp_path):
+    """`expect ... warn`: the run goes on, and the summary says which held and which did not."""
+    text = write_spec(tmp_path, FAST_SPEC).read_text() + (
+        "expect train.loss < 0.0001 at end warn\n"
+        "expect train.loss < 1000 throughout\n")
+    spec = tmp_path / "warn.train"
+    spec.write_text(text)
+    result = specrun.run(spec, run_dir=str(tmp_path / "run"))
+    assert result.status == "finished"
+    outcomes = [e["outcome"] for e in result.summary["expectations"]]
+    assert outcomes[-2:] == ["warned", "met"]
+
+
 def test_an_interrupted_run_summary_says_how_to_continue(tmp_path, monkeypatch, signal_at):
     monkeypatch.chdir(tmp_path)
     signal_at(5, signal.SIGINT)

@@ -40,6 +40,7 @@ class SummarySink(Sink):
         self.last: dict[str, tuple[int, float]] = {}  # metric -> (step, value) of its latest row
         self.promotions: list[dict] = []
         self.failed_expectations: list[dict] = []
+        self.final_expectations: list[dict] = []
 
     def row(self, row: dict) -> None:
         step = row.get("step")
@@ -51,7 +52,9 @@ class SummarySink(Sink):
         kind = record.get("event")
         if kind == "phase":
             self.promotions.append({k: record.get(k) for k in ("step", "axis", "old", "new")})
-        elif isinstance(kind, str) and kind.startswith("expectation") and record.get("expect"):
+        elif kind == "expectation" and record.get("final"):
+            self.final_expectations.append(record)  # judge_end: one outcome per expectation, in order
+        elif (kind == "expectation_failed" or record.get("outcome") == "broken") and record.get("expect"):
             self.failed_expectations.append(record)
 
 
@@ -85,7 +88,23 @@ def _best(run, seen: SummarySink, checkpoints: dict) -> dict | None:
     return None
 
 
+_FINAL = {"held": "met", "unknown": "not judged: its values were never known",
+          "unchecked": "not judged: the run ended before it was due"}
+
+
 def _expectations(run, outcome, seen: SummarySink) -> list[dict]:
+    expectations = run.plan.settings.get("expect", [])
+    if len(seen.final_expectations) == len(expectations) and expectations:  # judged at the end of the run
+        out = []
+        for exp, record in zip(expectations, seen.final_expectations):
+            result = record.get("outcome")
+            shown = ("warned" if record.get("severity") == "warn" else "missed") if result == "broken" \
+                else _FINAL.get(result, str(result))
+            by = exp.get("by")
+            out.append({"expect": str(exp["expr"]), "by": by if isinstance(by, int) else (str(by) if by else None),
+                        "outcome": shown}
+                       | ({"broken_steps": record["broken_steps"]} if "broken_steps" in record else {}))
+        return out
     out = []
     failed = {str(r.get("expect")): r for r in seen.failed_expectations}
     finished = outcome.status == "finished"
