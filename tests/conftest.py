@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from spec_helpers import MINIMAL_SPEC
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,21 +39,6 @@ def golden():
     return read
 
 
-MINIMAL_SPEC = """\
-spec minimal
-task rule_classification {
-  features 8
-}
-model mlp {
-  width 16
-}
-loss cross_entropy
-optimizer adamw {
-  lr 1e-3
-}
-batch 4
-max_steps 100
-"""
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from specrun.spec.check import check_all_profiles
 from specrun.spec.diagnostics import Diagnostic, SpecError
 from specrun.spec.parse import parse
 
-BASE = """\
-spec t
+MINIMAL_SPEC = """\
+spec minimal
 task rule_classification {
   features 8
 }
@@ -22,6 +22,9 @@ optimizer adamw {
 batch 4
 max_steps 100
 """
+
+# The language tests' spec: the same, named `t`.
+BASE = MINIMAL_SPEC.replace("spec minimal", "spec t", 1)
 
 
 def diags(text: str) -> list[Diagnostic]:
