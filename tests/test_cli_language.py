@@ -13,27 +13,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from spec_helpers import MINIMAL_SPEC
 
 from specrun.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "specs").glob("*.train"))
 
-VALID = """\
-spec tiny
-task rule_classification {
-  features 8
-}
-model mlp {
-  width 16
-}
-loss cross_entropy
-optimizer adamw {
-  lr 1e-3
-}
-batch 4
-max_steps 10
-"""
+VALID = MINIMAL_SPEC.replace("spec minimal", "spec tiny", 1).replace("max_steps 100", "max_steps 10", 1)
 INVALID = VALID.replace("lr 1e-3", "lr -1")
 UGLY = VALID.replace("model mlp {\n  width 16\n}", "model mlp { width 16 }")
 
