@@ -149,7 +149,7 @@ def test_the_shipped_parse_tables_match_the_grammar(monkeypatch):
 
     grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
     shipped = json.loads((resource_dir("grammar") / p.TABLES).read_text(encoding="utf-8"))
-    assert shipped["grammar_sha256"] == p._grammar_key(grammar, "start"), \
+    assert shipped["grammar_sha256"] == p.grammar_key(grammar, "start"), \
         "stale: run `python -m specrun.spec.parse`"
     texts = [f.read_text(encoding="utf-8") for f in sorted(resource_dir("specs").glob("*.train"))]
     texts += [f.read_text(encoding="utf-8", errors="replace")
@@ -168,7 +168,7 @@ def test_the_shipped_parse_tables_match_the_grammar(monkeypatch):
 
     try:
         from_file = outcomes()
-        monkeypatch.setattr(p, "_grammar_key", lambda grammar, start: "force a build in memory")
+        monkeypatch.setattr(p, "grammar_key", lambda grammar, start: "force a build in memory")
         assert outcomes() == from_file
     finally:
         p._parser.cache_clear()
@@ -209,7 +209,7 @@ def test_the_parser_reads_no_cache_directory(tmp_path, monkeypatch):
 def test_stale_tables_are_ignored_and_the_parser_built_in_memory(monkeypatch):
     from specrun.spec import parse as p
 
-    monkeypatch.setattr(p, "_grammar_key", lambda grammar, start: "edited since")
+    monkeypatch.setattr(p, "grammar_key", lambda grammar, start: "edited since")
     p._parser.cache_clear()
     try:
         assert p.parse("spec c\nx [1,\n 2]\n").items[1].value is not None

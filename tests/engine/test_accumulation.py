@@ -1,6 +1,6 @@
 """Gradient accumulation over k micro-batches equals one batch k times larger.
 
-Two ways: the loop's own helpers (_micro_step, _optimizer_step) on the same tensors,
+Two ways: the step's own functions (micro_step, optimizer_step) on the same tensors,
 and two whole runs, batch 16 x accumulate 2 against batch 32 x accumulate 1, served
 identical samples. SGD, not AdamW, for the whole runs: Adam is nearly blind to the
 scale of the gradient, so it would not notice a missing 1/k.
@@ -9,7 +9,7 @@ scale of the gradient, so it would not notice a missing 1/k.
 import torch
 
 from specrun.components.builtin import RuleClassification
-from specrun.engine.loop import _clip, _micro_step, _optimizer_step
+from specrun.engine.step import micro_step, optimizer_step, unscale_and_clip
 from specrun.engine.readout import Readout
 
 from .conftest import csv_rows, make_run, params_copy, run_inproc, write_spec
@@ -47,10 +47,10 @@ def test_micro_steps_sum_to_the_large_batch_gradient(tmp_path):
 
     losses, accuracies = [], []
     for half in (slice(0, 16), slice(16, 32)):
-        loss, metrics = _micro_step(small, {"inputs": x[half], "targets": y[half]}, 1.0 / small.plan.accumulate)
+        loss, metrics = micro_step(small, {"inputs": x[half], "targets": y[half]}, 1.0 / small.plan.accumulate)
         losses.append(loss)
         accuracies.append(metrics["accuracy"])
-    big_loss, big_metrics = _micro_step(large, {"inputs": x, "targets": y}, 1.0)
+    big_loss, big_metrics = micro_step(large, {"inputs": x, "targets": y}, 1.0)
 
     torch.testing.assert_close(torch.stack(losses).mean(), big_loss, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(torch.stack(accuracies).mean(), big_metrics["accuracy"])
@@ -61,10 +61,10 @@ def test_micro_steps_sum_to_the_large_batch_gradient(tmp_path):
     assert any(g.abs().sum() > 0 for g in grads_large.values())
 
     clip = small.plan.settings["clip_grad_norm"]
-    norm_s, norm_l = _clip(small, clip), _clip(large, clip)
+    norm_s, norm_l = unscale_and_clip(small, clip), unscale_and_clip(large, clip)
     flags = [Readout(n.device).nonfinite(n, n) for n in (norm_s, norm_l)]
-    _optimizer_step(small, flags[0])
-    _optimizer_step(large, flags[1])
+    optimizer_step(small, flags[0])
+    optimizer_step(large, flags[1])
     assert not any(flags)
     torch.testing.assert_close(norm_s, norm_l, rtol=1e-5, atol=1e-7)
     after_s, after_l = params_copy(small.model), params_copy(large.model)

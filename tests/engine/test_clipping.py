@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from specrun.engine.loop import _clip, _micro_step, _optimizer_step
+from specrun.engine.step import micro_step, optimizer_step, unscale_and_clip
 from specrun.engine.readout import Readout
 
 from .conftest import csv_rows, make_run, params_copy, run_inproc, write_spec
@@ -31,13 +31,13 @@ def _batch():
 
 def _one_step(tmp_path, clip):
     run = make_run(tmp_path, SPEC.format(clip=f"clip_grad_norm {clip}" if clip else ""))
-    _micro_step(run, _batch(), 1.0)
+    micro_step(run, _batch(), 1.0)
     grads = {n: p.grad.detach().clone() for n, p in run.model.named_parameters()}
     before = params_copy(run.model)
     pre_clip = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
-    norm = _clip(run, run.plan.settings.get("clip_grad_norm"))
+    norm = unscale_and_clip(run, run.plan.settings.get("clip_grad_norm"))
     nonfinite = Readout(norm.device).nonfinite(norm, norm)
-    _optimizer_step(run, nonfinite)
+    optimizer_step(run, nonfinite)
     stepped = not nonfinite.item()
     after = params_copy(run.model)
     delta = {n: after[n] - before[n] for n in before}

@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import specrun.engine.loop as loop
+from specrun.engine.step import micro_step, optimizer_step, rescale_grads, unscale_and_clip
 from specrun.cli import main
 from specrun.components.builtin import RuleClassification
 
@@ -47,14 +48,14 @@ def _poison(monkeypatch, indices):
 def _record_steps(monkeypatch):
     """Weights before and after each optimizer step the loop takes."""
     calls = []
-    original = loop._optimizer_step
+    original = loop.optimizer_step
 
     def step(run, nonfinite):
         before = params_copy(run.model)
         original(run, nonfinite)
         calls.append((before, params_copy(run.model), not nonfinite.item()))
 
-    monkeypatch.setattr(loop, "_optimizer_step", step)
+    monkeypatch.setattr(loop, "optimizer_step", step)
     return calls
 
 
@@ -64,12 +65,12 @@ def test_helpers_skip_a_nan_step_without_touching_weights(tmp_path):
     batch = {"inputs": torch.randn(8, 8, generator=g), "targets": torch.randint(0, 3, (8,), generator=g)}
     batch["inputs"][3, 2] = float("nan")
     before = params_copy(run.model)
-    loss, _ = loop._micro_step(run, batch, 0.5)
+    loss, _ = micro_step(run, batch, 0.5)
     assert not torch.isfinite(loss)
-    norm = loop._clip(run, 1.0)
+    norm = unscale_and_clip(run, 1.0)
     nonfinite = Readout(norm.device).nonfinite(loss, norm)
     assert nonfinite.item() == 1.0
-    loop._optimizer_step(run, nonfinite)  # fused AdamW: skipped on the device
+    optimizer_step(run, nonfinite)  # fused AdamW: skipped on the device
     assert not torch.isfinite(norm)
     after = params_copy(run.model)
     assert all(torch.equal(before[n], after[n]) for n in before)
@@ -180,12 +181,12 @@ def test_a_dropped_micro_batch_leaves_the_mean_gradient_of_the_others(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     run = make_run(tmp_path / "a", MICRO)
-    assert loop._micro_step(run, poisoned, 0.5, drop_nonfinite=True) == (None, {})
+    assert micro_step(run, poisoned, 0.5, drop_nonfinite=True) == (None, {})
     assert all(p.grad is None for p in run.model.parameters())  # no backward for it
-    loss, _ = loop._micro_step(run, clean, 0.5, drop_nonfinite=True)
-    loop._rescale_grads(run, 2.0)  # one of two kept: its gradient is the mean
+    loss, _ = micro_step(run, clean, 0.5, drop_nonfinite=True)
+    rescale_grads(run, 2.0)  # one of two kept: its gradient is the mean
     reference = make_run(tmp_path / "b", MICRO)
-    loop._micro_step(reference, clean, 1.0)
+    micro_step(reference, clean, 1.0)
     for p, q in zip(run.model.parameters(), reference.model.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-7)
 

@@ -139,7 +139,7 @@ def test_best_needs_to_beat_the_last_by_min_delta():
     from collections import deque
     from types import SimpleNamespace
 
-    from specrun.engine.loop import _best_improved
+    from specrun.engine.loop import best_improved
 
     series = deque(maxlen=1)
     run = SimpleNamespace(best_value=None, history=SimpleNamespace(context=SimpleNamespace(series={"val.loss": series})),
@@ -147,7 +147,7 @@ def test_best_needs_to_beat_the_last_by_min_delta():
     kept = []
     for loss in (1.0, 0.995, 0.985, 0.98, 0.97):
         series.append(loss)
-        kept.append(_best_improved(run))
+        kept.append(best_improved(run))
     assert kept == [True, False, True, False, True]  # 0.995 and 0.98 are within 0.01 of the best
     assert run.best_value == 0.97
 

@@ -141,13 +141,13 @@ def test_each_step_uses_the_lr_of_its_index(tmp_path, monkeypatch):
     """Optimizer step k (1-based) runs at base_lr * lr_factor(k - 1)."""
     monkeypatch.chdir(tmp_path)
     used = []
-    original = loop._optimizer_step
+    original = loop.optimizer_step
 
     def step(run, nonfinite):
         used.append(run.optimizer.param_groups[0]["lr"])
         return original(run, nonfinite)
 
-    monkeypatch.setattr(loop, "_optimizer_step", step)
+    monkeypatch.setattr(loop, "optimizer_step", step)
     spec = write_spec(tmp_path, WARMUP_PCT.format(steps=12, warmup="25%"))
     assert run_inproc(spec, tmp_path / "run").code == 0
     expected = [1e-3 * lr_factor("warmup_cosine", k, 12, 3, 0.0, 0.1) for k in range(12)]

@@ -6,7 +6,7 @@ Per step, in this order:
      only the last one's backward all-reduces)
   2. unscale (fp16), clip; a device-side flag: is the loss or the gradient norm non-finite?
   3. optimizer and scheduler step, skipped on the device when the flag is set (see
-     _optimizer_step), zero_grad(set_to_none=True); the step's numbers stay on the device
+     step.optimizer_step), zero_grad(set_to_none=True); the step's numbers stay on the device
   4. did an epoch end? Where something reads them (a log row, validation, checkpoint, a
      gate on a train series), the pending steps' numbers come to the host in one transfer
      and go, step by step, into the skip count, the gate history and the log window
@@ -35,6 +35,7 @@ from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.readout import SKIP, Readout
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
+from specrun.engine.step import micro_step, optimizer_step, rescale_grads, unscale_and_clip
 from specrun.engine.window import Window
 from specrun.spec.printer import format_expr
 
@@ -115,89 +116,6 @@ def _to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(names, torch.stack(scalars).tolist()))
 
 
-def _micro_step(run: Run, batch: dict, scale: float, with_metrics: bool = True, drop_nonfinite: bool = False):
-    """Forward and backward of one micro-batch. Returns (loss, metric tensors) without syncing.
-
-    With ``drop_nonfinite`` (nonfinite.scope micro_batch) a micro-batch whose loss is NaN
-    or inf gets no backward and (None, {}) comes back: a host sync per micro-batch, the
-    price of skipping one batch rather than the whole step.
-    """
-    with run.precision.autocast():
-        outputs = run.train_model(batch)
-        loss = run.loss_fn(outputs, batch)
-        total = loss + outputs["aux_loss"] if "aux_loss" in outputs else loss
-    if drop_nonfinite:
-        finite = bool(torch.isfinite(total.detach()))
-        if run.dist is not None:
-            finite = run.dist.all_agree(finite)  # every rank drops it, or DDP's backward hangs
-        if not finite:
-            return None, {}
-    if scale != 1.0:
-        total = total * scale
-    scaler = run.precision.scaler
-    (scaler.scale(total) if scaler else total).backward()
-    if not with_metrics:
-        return loss.detach(), {}
-    with torch.no_grad():
-        metrics = dict(run.task.metrics(outputs, batch))
-        metrics.update(outputs.get("metrics", {}))
-        if "aux_loss" in outputs:
-            metrics["aux_loss"] = outputs["aux_loss"].detach()
-    return loss.detach(), metrics
-
-
-def _rescale_grads(run: Run, factor: float) -> None:
-    with torch.no_grad():
-        for group in run.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.mul_(factor)
-
-
-def _clip(run: Run, clip: float | None) -> torch.Tensor:
-    """Unscale (fp16) and clip; the pre-clip norm, still on the device."""
-    params = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if run.precision.scaler is not None:
-        run.precision.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
-    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
-    # Under FSDP the norm is a DTensor over the shards; full_tensor() is its all-reduce.
-    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-
-def skips_on_device(optimizer) -> bool:
-    """PyTorch's fused Adam/AdamW/SGD/Adagrad read a ``found_inf`` flag and skip on the device."""
-    return getattr(optimizer, "_step_supports_amp_scaling", False) and \
-        type(optimizer).__module__.startswith("torch.optim")
-
-
-def _optimizer_step(run: Run, nonfinite: torch.Tensor) -> None:
-    """Step unless ``nonfinite`` (a 0-dim 0/1 float tensor on the device) is set.
-
-    Without a host sync when the optimizer skips on the device (``skips_on_device``):
-    the update kernels leave weights, moments and step counts as they were. Any other
-    optimizer needs the decision on the host, which costs one sync per step. On the CPU
-    the flag is read on the host: nothing to wait for there, and cheaper than found_inf.
-    """
-    opt, scaler = run.optimizer, run.precision.scaler
-    on_host = run.readout is None or run.readout.on_host
-    if scaler is not None:
-        # Our flag joins the scaler's (set by unscale_ in _clip): a non-finite loss is skipped as
-        # an overflow is. The scaler then skips on the device (fused) or reads the flag itself.
-        for found in scaler._found_inf_per_device(opt).values():
-            torch.maximum(found, nonfinite.to(found.device), out=found)
-        scaler.step(opt)
-        scaler.update()
-    elif skips_on_device(opt) and not on_host:
-        opt.grad_scale, opt.found_inf = None, nonfinite
-        try:
-            opt.step()
-        finally:
-            del opt.grad_scale, opt.found_inf
-    elif not nonfinite.item():  # on the CPU, or an optimizer that cannot skip on the device
-        opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
 def _save(run: Run, kind: str) -> None:
     read_back(run)  # counters, history and window as of this step
     state = snapshot(run)  # every rank: gathering FSDP shards is a collective
@@ -250,7 +168,9 @@ def validate(run: Run) -> dict[str, float]:
     return host
 
 
-def _best_improved(run: Run) -> bool:
+def best_improved(run: Run) -> bool:
+    """Whether the best checkpoint's metric just beat the best value so far (by more than
+    ``min_delta``, in its direction); if so, it becomes the best value."""
     best = run.plan.settings["checkpoint"].get("best")
     if not best:
         return False
@@ -487,7 +407,7 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
         val = None
         if due.get("validation"):
             val = validate(run)
-            if _best_improved(run):
+            if best_improved(run):
                 _save(run, "best")
 
         # 6. gates: once per step, so at most one promotion per axis per step
@@ -549,7 +469,7 @@ def _step(run: Run, loop: _Loop) -> None:
     losses, metric_sums = _forward_backward(run, loop)
 
     # unscale and clip; is anything non-finite? (a flag on the device, not a host sync)
-    norm = _clip(run, loop.clip)
+    norm = unscale_and_clip(run, loop.clip)
     if not losses:  # every micro-batch was dropped: the step is skipped below
         losses = [torch.tensor(float("nan"), device=run.ctx.device)]
     loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
@@ -560,7 +480,7 @@ def _step(run: Run, loop: _Loop) -> None:
         run.dist.any_rank(nonfinite)  # a skip on one rank is a skip on all, or DDP hangs
 
     # optimizer and scheduler step (a non-finite step is skipped, not applied)
-    _optimizer_step(run, nonfinite)
+    optimizer_step(run, nonfinite)
     lr = run.optimizer.param_groups[0]["lr"]  # the LR this step used
     if run.lr_changes:
         run.scheduler.step()
@@ -582,10 +502,10 @@ def _forward_backward(run: Run, loop: _Loop) -> tuple[list, dict]:
         c.micro += 1
         window.tokens += _batch_tokens(batch)
         if run.dist is None:
-            loss, metrics = _micro_step(run, batch, loop.scale, with_metrics, loop.drop_micro)
+            loss, metrics = micro_step(run, batch, loop.scale, with_metrics, loop.drop_micro)
         else:  # DDP: one all-reduce per optimizer step, in the last micro-batch's backward
             with run.dist.gradient_sync(run.train_model, last=i == run.plan.accumulate - 1):
-                loss, metrics = _micro_step(run, batch, loop.scale, with_metrics, loop.drop_micro)
+                loss, metrics = micro_step(run, batch, loop.scale, with_metrics, loop.drop_micro)
         if loss is None:
             c.skipped_micro += 1
             run.dir.event("skip_micro_batch", c.step + 1, micro=c.micro)
@@ -596,7 +516,7 @@ def _forward_backward(run: Run, loop: _Loop) -> tuple[list, dict]:
         for k, v in metrics.items():
             metric_sums[k] = metric_sums[k] + v if k in metric_sums else v
     if losses and len(losses) < run.plan.accumulate:
-        _rescale_grads(run, run.plan.accumulate / len(losses))  # the mean over the kept ones
+        rescale_grads(run, run.plan.accumulate / len(losses))  # the mean over the kept ones
     return losses, metric_sums
 
 

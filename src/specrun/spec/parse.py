@@ -110,7 +110,7 @@ _LARK_OPTIONS = dict(parser="lalr", lexer="contextual", keep_all_tokens=True, ma
 TABLES = "train.tables.json"  # beside the grammar; `python -m specrun.spec.parse` writes it
 
 
-def _grammar_key(grammar: str, start: str) -> str:
+def grammar_key(grammar: str, start: str) -> str:
     """What the shipped tables were built from: the grammar, the start rule, the options, lark."""
     import hashlib
 
@@ -128,7 +128,7 @@ def build_tables(start: str = "start") -> dict:
     grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
     data, memo = Lark(grammar, start=start, **_LARK_OPTIONS).memo_serialize([TerminalDef, Rule])
     data["options"] = {k: v for k, v in data["options"].items() if k not in ("postlex", "lexer_callbacks")}
-    return {"grammar_sha256": _grammar_key(grammar, start), "tables": _to_json({"data": data, "memo": memo})}
+    return {"grammar_sha256": grammar_key(grammar, start), "tables": _to_json({"data": data, "memo": memo})}
 
 
 def _to_json(value):
@@ -172,7 +172,7 @@ def _parser(start: str = "start") -> Lark:
         try:
             shipped = json.loads((resource_dir("grammar") / TABLES).read_text(encoding="utf-8"),
                                  object_hook=_from_json)
-            if shipped["grammar_sha256"] == _grammar_key(grammar, start):
+            if shipped["grammar_sha256"] == grammar_key(grammar, start):
                 return Lark.__new__(Lark)._load(shipped["tables"], **runtime)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # missing or unreadable: build below
