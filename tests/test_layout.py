@@ -101,3 +101,17 @@ def test_engine_functions_read_in_one_screen():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{path.name}:{node.lineno} {node.name}")
     assert long == []
+
+
+def test_the_engine_reads_the_plans_typed_sections_not_its_settings_dict():
+    """plan.settings is the plan as a record (plan.json, `specrun plan`, trackers); the engine
+    reads plan.checkpoint, plan.log, ... so a misspelt setting fails where it is misspelt."""
+    reads = []
+    for path in (SRC / "engine").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "settings":
+                owner = node.value
+                name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+                if name == "plan":
+                    reads.append(f"{path.name}:{node.lineno}")
+    assert reads == []

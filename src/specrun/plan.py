@@ -16,6 +16,9 @@ import json
 import platform
 from dataclasses import dataclass, field
 
+from specrun.sections import (CheckpointPolicy, DataloaderPolicy, DistributedPolicy, Expectation, LogPolicy,
+                               MemoryPolicy, NonfinitePolicy, PrecisionPolicy, ProfilerPolicy, SchedulePolicy,
+                               Sections, ValidationPolicy)
 from specrun.spec import catalog as cat
 from specrun.spec.check import Spec
 from specrun.spec.fmt import format_data
@@ -68,7 +71,26 @@ class Plan:
     trial: dict | None = None
     spec_text: str = ""  # the spec as run, canonical text: the run directory's spec.train
 
-    # -- conveniences the engine and `specrun plan` read -------------------------------
+    # -- the typed sections the engine reads (specrun/sections.py), built from `settings` -----
+    # Derived, so equality and plan.json are the settings'; a plan is not edited once built.
+    checkpoint: CheckpointPolicy = field(init=False, repr=False, compare=False)
+    log: LogPolicy = field(init=False, repr=False, compare=False)
+    validation: ValidationPolicy | None = field(init=False, repr=False, compare=False)
+    memory: MemoryPolicy = field(init=False, repr=False, compare=False)
+    nonfinite: NonfinitePolicy = field(init=False, repr=False, compare=False)
+    precision: PrecisionPolicy = field(init=False, repr=False, compare=False)
+    distributed: DistributedPolicy | None = field(init=False, repr=False, compare=False)
+    schedule: SchedulePolicy = field(init=False, repr=False, compare=False)
+    profiler: ProfilerPolicy | None = field(init=False, repr=False, compare=False)
+    dataloader: DataloaderPolicy = field(init=False, repr=False, compare=False)
+    expectations: tuple[Expectation, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sections = Sections.of(self.settings)
+        for name in Sections.__dataclass_fields__:
+            setattr(self, name, getattr(sections, name))
+
+    # -- the run's top-level settings ---------------------------------------------------------
 
     @property
     def batch(self) -> int:
@@ -79,15 +101,43 @@ class Plan:
         return self.settings["accumulate"]
 
     @property
+    def max_steps(self) -> int | None:
+        return self.settings.get("max_steps")
+
+    @property
+    def max_epochs(self) -> float | None:
+        return self.settings.get("max_epochs")
+
+    @property
+    def stop(self) -> Gate | None:
+        return self.settings.get("stop")
+
+    @property
+    def clip_grad_norm(self) -> float | None:
+        return self.settings.get("clip_grad_norm")
+
+    @property
+    def device(self) -> str:
+        return self.settings.get("device", "auto")
+
+    @property
+    def compile(self) -> bool:
+        return bool(self.settings.get("compile"))
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return bool(self.settings.get("gradient_checkpointing"))
+
+    @property
     def world_size(self) -> int:
-        dist = self.settings.get("distributed") or {}
-        return dist.get("nproc_per_node", 1) * dist.get("nnodes", 1)
+        return self.distributed.world_size if self.distributed else 1
 
     @property
     def effective_batch(self) -> int:
         return self.batch * self.accumulate * self.world_size
 
     def section(self, name: str) -> dict:
+        """A block of the settings as the spec has it (for display: `specrun plan`, trackers)."""
         return self.settings.get(name) or {}
 
     @property
@@ -95,9 +145,9 @@ class Plan:
         """Every expression the run evaluates: promotions, switches, expectations, stop."""
         gates = [p.promote for a in self.axes for p in a.phases if p.promote]
         gates += [s.gate for s in self.switches]
-        gates += [e["expr"] for e in self.settings.get("expect", [])]
-        if self.settings.get("stop"):
-            gates.append(self.settings["stop"])
+        gates += [e.expr for e in self.expectations]
+        if self.stop is not None:
+            gates.append(self.stop)
         if self.trial and self.trial.get("prune"):
             gates.append(self.trial["prune"])  # a sweep's prune gate reads the run's history like any gate
         return gates

@@ -25,6 +25,7 @@ from specrun.components.nn import RMSNorm, SelfAttention
 from specrun.components.optim.lion import Lion
 from specrun.components.sha256 import trace as T
 from specrun.engine.schedule import build_scheduler
+from specrun.sections import SchedulePolicy
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,7 +93,7 @@ def test_schedules_match_torch_schedulers(schedule, torch_scheduler):
     form vs our closed form). Past the last step torch's cosine climbs back up; ours holds
     its floor."""
     warmup = WARMUP if schedule["type"] != "cosine" else 0
-    ours = _lrs(lambda o: build_scheduler(o, schedule, TOTAL, warmup), TOTAL + 5)
+    ours = _lrs(lambda o: build_scheduler(o, SchedulePolicy.of(schedule), TOTAL, warmup), TOTAL + 5)
     ref = _lrs(torch_scheduler, TOTAL + 1)
     for step, (a, b) in enumerate(zip(ours, ref)):
         assert abs(a - b) <= 1e-12 * b, (step, a, b)

@@ -3,6 +3,7 @@
 import pytest
 
 from specrun.engine.guard import MemoryGuard
+from specrun.sections import MemoryPolicy
 
 from .conftest import FAST_SPEC, events, index_entries, load_plan, run_inproc, write_spec
 
@@ -38,14 +39,14 @@ class Fake:
         self.emptied += 1
 
     def guard(self, **settings):
-        return MemoryGuard(settings, self.empty, sleep=self.sleep, measure=self.measure)
+        return MemoryGuard(MemoryPolicy.of(settings), self.empty, sleep=self.sleep, measure=self.measure)
 
 
 def test_settings_from_a_spec(tmp_path):
     _, plan = load_plan(write_spec(tmp_path, FAST_SPEC + MEMORY))
     m = plan.settings["memory"]
     assert m["ram_limit"] == 1_000_000 and m["pause"] == pytest.approx(0.01) and m["check_every"] == 2
-    guard = MemoryGuard(m, lambda: None)
+    guard = MemoryGuard(plan.memory, lambda: None)
     assert guard.active and guard.limit == 1_000_000 and guard.scope == "process"
     assert guard.actions == ACTIONS and guard.still_over_action == "continue"
 

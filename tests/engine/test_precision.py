@@ -1,11 +1,14 @@
 """What precision a run gets on each kind of device (the device objects need no hardware)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from specrun.engine.device import Unsupported, setup_precision
+from specrun.sections import PrecisionPolicy
 
-FP16 = {"precision": {"type": "fp16", "loss_scale": "dynamic"}}
+FP16 = PrecisionPolicy(type="fp16", loss_scale="dynamic")
 
 
 def test_fp16_on_a_cpu_falls_back_to_fp32_and_says_so():
@@ -16,7 +19,7 @@ def test_fp16_on_a_cpu_falls_back_to_fp32_and_says_so():
 
 def test_fp16_on_a_cpu_with_policy_error_stops():
     with pytest.raises(Unsupported, match="precision.on_unsupported is error"):
-        setup_precision({"precision": {**FP16["precision"], "on_unsupported": "error"}}, torch.device("cpu"))
+        setup_precision(replace(FP16, on_unsupported="error"), torch.device("cpu"))
 
 
 @pytest.mark.skipif(not torch.amp.is_autocast_available("mps"), reason="this torch has no MPS autocast")
@@ -28,5 +31,5 @@ def test_fp16_on_apple_mps_keeps_fp16_with_a_grad_scaler_for_mps():
 
 
 def test_bf16_weights_say_what_they_cost():
-    p = setup_precision({"precision": {"type": "bf16", "weights": "bf16"}}, torch.device("cpu"))
+    p = setup_precision(PrecisionPolicy(type="bf16", weights="bf16"), torch.device("cpu"))
     assert p.compute == "bf16" and any("no fp32 master copy" in n for n in p.notes)

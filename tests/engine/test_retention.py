@@ -140,10 +140,11 @@ def test_best_needs_to_beat_the_last_by_min_delta():
     from types import SimpleNamespace
 
     from specrun.engine.loop import best_improved
+    from specrun.sections import Best
 
     series = deque(maxlen=1)
     run = SimpleNamespace(best_value=None, history=SimpleNamespace(context=SimpleNamespace(series={"val.loss": series})),
-                          plan=SimpleNamespace(settings={"checkpoint": {"best": {"metric": "val.loss", "min_delta": 0.01}}}))
+                          plan=SimpleNamespace(checkpoint=SimpleNamespace(best=Best("val.loss", min_delta=0.01))))
     kept = []
     for loss in (1.0, 0.995, 0.985, 0.98, 0.97):
         series.append(loss)

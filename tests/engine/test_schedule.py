@@ -7,6 +7,7 @@ import torch
 
 import specrun.engine.loop as loop
 from specrun.engine.schedule import build_scheduler, fast_forward, lr_factor
+from specrun.sections import SchedulePolicy
 
 from .conftest import load_plan, make_run, run_inproc, write_spec
 
@@ -63,7 +64,7 @@ def test_warmup_cosine():
 def test_min_ratio_floor_through_the_scheduler():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.2)
-    sched = build_scheduler(opt, {"type": "cosine", "min_ratio": 0.25}, 20, 0)
+    sched = build_scheduler(opt, SchedulePolicy(type="cosine", min_ratio=0.25), 20, 0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
     lrs = []
     for _ in range(25):
@@ -78,7 +79,7 @@ def test_min_ratio_floor_through_the_scheduler():
 def test_eta_min_floor_is_absolute():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1e-3)
-    sched = build_scheduler(opt, {"type": "warmup_cosine", "eta_min": 1e-4}, 30, 5)
+    sched = build_scheduler(opt, SchedulePolicy(type="warmup_cosine", eta_min=1e-4), 30, 5)
     assert opt.param_groups[0]["lr"] == 0.0  # step 0 of the warmup
     for _ in range(5):
         opt.step()
@@ -94,7 +95,7 @@ def test_eta_min_is_every_groups_floor():
     """mugrokfast has a Muon group at 10x AdamW's LR: both must end at eta_min."""
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a], "lr": 1e-3}, {"params": [b], "lr": 1e-2}])
-    sched = build_scheduler(opt, {"type": "cosine", "eta_min": 1e-5}, 20, 0)
+    sched = build_scheduler(opt, SchedulePolicy(type="cosine", eta_min=1e-5), 20, 0)
     for _ in range(20):
         opt.step()
         sched.step()
@@ -104,7 +105,7 @@ def test_eta_min_is_every_groups_floor():
 def test_fast_forward_puts_a_fresh_scheduler_at_a_step():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
-    sched = build_scheduler(opt, {"type": "warmup_cosine", "min_ratio": 0.1}, 50, 10)
+    sched = build_scheduler(opt, SchedulePolicy(type="warmup_cosine", min_ratio=0.1), 50, 10)
     fast_forward(sched, 30)
     assert opt.param_groups[0]["lr"] == pytest.approx(lr_factor("warmup_cosine", 30, 50, 10, 0.0, 0.1))
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from specrun.engine.atomic import write_json_atomic
 from specrun.engine.store import (CheckpointError, CheckpointStore, FileStore, file_crc32, load_file,
                                   os_reason, plain_name)
+from specrun.sections import CheckpointPolicy
 
 INDEX = "index.json"
 KINDS = ("regular", "best", "final")
@@ -95,9 +96,9 @@ class Checkpointer:
         self.repair = repair
 
     @classmethod
-    def from_settings(cls, directory: Path, ck: dict, **kw) -> "Checkpointer":
-        """The checkpointer a spec's `checkpoint` block describes, for ``directory``."""
-        return cls(directory, ck["keep"], ck["name"], (ck.get("best") or {}).get("name"), ck["final"], **kw)
+    def of(cls, directory: Path, policy: CheckpointPolicy, **kw) -> "Checkpointer":
+        """The checkpointer a plan's checkpoint policy describes, for ``directory``."""
+        return cls(directory, policy.keep, policy.name, policy.best and policy.best.name, policy.final, **kw)
 
     # ---- index ---------------------------------------------------------------------------
 

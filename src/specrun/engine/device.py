@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from specrun.sections import PrecisionPolicy
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -55,11 +57,10 @@ def _degrade(policy: str, notes: list[str], need: str, instead: str) -> None:
     notes.append(f"{need}; {instead}")
 
 
-def setup_precision(settings: dict, device: torch.device) -> Precision:
-    prec = settings["precision"]
-    policy = prec.get("on_unsupported", "fallback")
+def setup_precision(prec: PrecisionPolicy, device: torch.device) -> Precision:
+    policy = prec.on_unsupported
     notes: list[str] = []
-    compute = prec["type"]
+    compute = prec.type
     cuda = device.type == "cuda"
     # fp16 autocast and GradScaler exist for CUDA and, in torch >= 2.6, Apple's MPS (the sha256
     # document's machine); a CPU has no fp16 matmuls worth the name.
@@ -70,21 +71,21 @@ def setup_precision(settings: dict, device: torch.device) -> Precision:
     if compute == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         _degrade(policy, notes, "this GPU has no bf16 support", "computing in fp32")
         compute = "fp32"
-    weights = prec.get("weights", "fp32")
+    weights = prec.weights
     if weights == "bf16":  # what the spec asks, but a user should know its price
         notes.append("precision.weights bf16: parameters live in bf16 with no fp32 master copy, so an update "
                      "smaller than about 1/256 of a weight rounds away (at small learning rates, most of them)")
     scaler = None
-    if compute == "fp16" and prec.get("loss_scale") == "dynamic":
+    if compute == "fp16" and prec.loss_scale == "dynamic":
         scaler = torch.amp.GradScaler(device.type)
-    if prec.get("tf32"):
+    if prec.tf32:
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.set_float32_matmul_precision("high")
         else:
             notes.append(f"tf32 is a CUDA matmul mode; it has no effect on {device.type}")
-    if prec.get("cudnn_benchmark"):
+    if prec.cudnn_benchmark:
         if cuda:
             torch.backends.cudnn.benchmark = True
         else:
@@ -92,10 +93,10 @@ def setup_precision(settings: dict, device: torch.device) -> Precision:
     return Precision(device, compute, weights, scaler, notes)
 
 
-def maybe_compile(model, settings: dict, device: torch.device, notes: list[str]):
-    if not settings.get("compile"):
+def maybe_compile(model, compile: bool, prec: PrecisionPolicy, device: torch.device, notes: list[str]):
+    if not compile:
         return model
-    policy = settings["precision"].get("on_unsupported", "fallback")
+    policy = prec.on_unsupported
     if device.type != "cuda":
         _degrade(policy, notes, "torch.compile is enabled for CUDA runs only", f"running eagerly on {device.type}")
         return model

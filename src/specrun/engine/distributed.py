@@ -18,19 +18,20 @@ import sys
 from dataclasses import dataclass
 
 from specrun.plan import Plan
+from specrun.sections import DistributedPolicy
 
 
 def launch_if_needed(plan: Plan, argv: list[str]) -> int | None:
     """Start torchrun for a multi-process spec; None when this process should train itself."""
-    dist = plan.settings.get("distributed") or {}
+    dist = plan.distributed
     if plan.world_size <= 1 or "WORLD_SIZE" in os.environ:
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run",
-           f"--nproc_per_node={dist.get('nproc_per_node', 1)}", f"--nnodes={dist.get('nnodes', 1)}"]
-    if dist.get("nnodes", 1) > 1 or dist.get("rdzv_endpoint"):
-        cmd += [f"--rdzv_backend={dist.get('rdzv_backend', 'c10d')}",
-                f"--rdzv_endpoint={dist.get('rdzv_endpoint', 'localhost:29400')}",
-                f"--rdzv_id={dist.get('rdzv_id', plan.name)}"]
+           f"--nproc_per_node={dist.nproc_per_node}", f"--nnodes={dist.nnodes}"]
+    if dist.nnodes > 1 or dist.rdzv_endpoint:
+        cmd += [f"--rdzv_backend={dist.rdzv_backend}",
+                f"--rdzv_endpoint={dist.rdzv_endpoint or 'localhost:29400'}",
+                f"--rdzv_id={dist.rdzv_id or plan.name}"]
     else:
         cmd += ["--standalone"]
     env = dict(os.environ)
@@ -183,10 +184,10 @@ def from_environment(plan: Plan) -> Dist | None:
     import torch
     import torch.distributed as td
 
-    settings = plan.settings.get("distributed") or {}
+    policy = plan.distributed or DistributedPolicy()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and settings.get("backend") != "gloo"
-    backend = settings.get("backend", "auto")
+    cuda = torch.cuda.is_available() and policy.backend != "gloo"
+    backend = policy.backend
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
     if cuda:
@@ -201,4 +202,4 @@ def from_environment(plan: Plan) -> Dist | None:
         td.init_process_group(backend=backend, timeout=timedelta(minutes=5))
     # FSDP2 (fully_shard) runs on CUDA with nccl and on the CPU with gloo alike.
     host_group = td.new_group(backend="gloo") if td.get_backend() != "gloo" else None
-    return Dist(td.get_rank(), td.get_world_size(), local, device, settings.get("strategy", "ddp"), host_group)
+    return Dist(td.get_rank(), td.get_world_size(), local, device, policy.strategy, host_group)

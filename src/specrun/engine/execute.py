@@ -33,6 +33,7 @@ from specrun.engine.state import ResumeRefused, restore
 from specrun.engine.summary import SummarySink, summarize
 from specrun.engine.store import FileStore
 from specrun.plan import Plan, code_changes, plan_changes
+from specrun.sections import ProfilerPolicy
 
 
 @dataclass
@@ -60,8 +61,7 @@ def choose_run_dir(plan: Plan, opts: Options, say,
     it, or the latest run of the spec under ``resume latest``) is continued, never
     restarted over: its checkpoints and logs are the user's.
     """
-    resume = plan.settings["checkpoint"]["resume"]
-    ck_dir = plan.settings["checkpoint"]["dir"]
+    resume, ck_dir = plan.checkpoint.resume, plan.checkpoint.dir
     explicit = Path(resume) if resume not in ("latest", "none") else None
     if opts.run_dir:
         path = Path(opts.run_dir)
@@ -86,8 +86,8 @@ def choose_run_dir(plan: Plan, opts: Options, say,
             run_dir.event("warning", 0, message=message)
 
         store = ShardedStore(path / ck_dir) if sharded(plan) else None
-        has_checkpoint = bool(Checkpointer.from_settings(path / ck_dir, plan.settings["checkpoint"],
-                                                         repair=main, store=store).candidates(warn))
+        has_checkpoint = bool(Checkpointer.of(path / ck_dir, plan.checkpoint,
+                                              repair=main, store=store).candidates(warn))
         old_hash = _spec_hash_of(path)
         if not has_checkpoint:
             if old_hash == plan.spec_hash:
@@ -117,7 +117,7 @@ def choose_run_dir(plan: Plan, opts: Options, say,
 def _accept_spec_change(run_dir: RunDir, plan: Plan, opts: Options, say) -> None:
     """Refuse to mix two experiments in one run directory, unless told to: then say what changed."""
     lines = plan_changes(_old_plan(run_dir.path) or {}, plan) or ["(layout only)"]
-    declared = plan.settings["checkpoint"].get("on_spec_change") == "resume"  # savant's fallback
+    declared = plan.checkpoint.on_spec_change == "resume"  # savant's fallback
     if not (opts.allow_spec_change or declared):
         raise SpecChanged(f"the spec changed since run {run_dir.path} began:\n  " + "\n  ".join(lines)
                           + "\nresume anyway with --allow-spec-change, or start fresh with --new")
@@ -177,12 +177,12 @@ def metric_columns(run) -> list[str]:
     task = list(getattr(run.task, "metric_names", ()))
     model = cat.lookup("model", run.plan.components["model"]["type"])
     model_metrics = list(model.metrics) if model else []
-    include = run.plan.settings["log"].get("include", [])
+    include = run.plan.log.include
     cols = ["step", "epoch", "segment"] + [f"phase.{a.name}" for a in run.plan.axes]
     cols += ["train.loss", "train.loss_mean", "train.grad_norm", "train.lr"] + [f"train.{m}" for m in task + model_metrics]
     if "perplexity" in include:
         cols.append("train.perplexity")
-    if run.plan.settings.get("validation"):
+    if run.plan.validation:
         cols += ["val.loss"] + [f"val.{m}" for m in task + model_metrics]
         if "perplexity" in include and "perplexity" not in task:
             cols.append("val.perplexity")
@@ -210,14 +210,14 @@ def _install_signals(interrupt: Interrupt):
 
 def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
     main = dist is None or dist.rank == 0
-    every = opts.progress_every if opts.progress_every is not None else plan.settings["log"].get("progress", 30.0)
+    every = opts.progress_every if opts.progress_every is not None else plan.log.progress
     console = Console(quiet=opts.quiet, enabled=main, plain_every=every)
     opened = _open_run_dir(plan, opts, console, main, dist)
     if isinstance(opened, Outcome):
         return opened
     run_dir, resume_from = opened
-    if main and plan.settings["log"].get("text"):
-        console.text_log = run_dir.path / plan.settings["log"]["text"]
+    if main and plan.log.text:
+        console.text_log = run_dir.path / plan.log.text
     interrupt = Interrupt()
     previous = _install_signals(interrupt)
     run = None
@@ -269,7 +269,7 @@ def _open_run_dir(plan: Plan, opts: Options, console: Console, main: bool, dist)
             dist.barrier()
         if not (run_dir.path / "plan.json").exists():
             run_dir.create(plan.spec_text, plan.to_json())
-        outside = outputs_outside(run_dir.path, plan.settings)
+        outside = outputs_outside(run_dir.path, plan)
         if outside:
             run_dir.release()
             return Outcome("failed", 1, outside[0], 0)
@@ -356,7 +356,7 @@ def _summary(run, outcome: Outcome, seen: SummarySink, run_dir: RunDir) -> dict 
 def _resume(run, resume_from: Path | None, console: Console, allow_world_change: bool) -> None:
     if resume_from is None:
         return
-    ck = run.plan.settings["checkpoint"]
+    resume_phase = run.plan.checkpoint.resume_phase
 
     def warn(message: str) -> None:
         console.say(f"warning: {message}")
@@ -364,8 +364,8 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
 
     if resume_from.is_dir():
         found = run.checkpointer.load_latest(warn) if resume_from == run.checkpointer.dir else \
-            Checkpointer.from_settings(resume_from, ck, repair=run.main, store=_store_like(run, resume_from)
-                                       ).load_latest(warn)
+            Checkpointer.of(resume_from, run.plan.checkpoint, repair=run.main, store=_store_like(run, resume_from)
+                            ).load_latest(warn)
         if found is None:
             raise CheckpointError(f"no loadable checkpoint in {resume_from}")
         state, path = found
@@ -383,14 +383,14 @@ def _resume(run, resume_from: Path | None, console: Console, allow_world_change:
         warn(message)
         run.dir.event(kind, state["counters"]["step"], message=message)
 
-    restore(run, state, ck["resume_phase"], reset, allow_world_change)
+    restore(run, state, resume_phase, reset, allow_world_change)
     run.counters.segment += 1
     names = run.curriculum.phase_names()
     console.say(f"resumed from {path} at step {run.counters.step}"
                 + (f", phases {', '.join(f'{a}={p}' for a, p in names.items())}" if names else "")
-                + (" (resume_phase start)" if ck["resume_phase"] == "start" else ""))
+                + (" (resume_phase start)" if resume_phase == "start" else ""))
     run.dir.event("resume", run.counters.step, checkpoint=str(path), phases=names,
-                  resume_phase=ck["resume_phase"])
+                  resume_phase=resume_phase)
 
 
 def _store_like(run, directory: Path):
@@ -400,8 +400,8 @@ def _store_like(run, directory: Path):
 
 
 def _with_profiler(run, opts: Options, body):
-    prof = run.plan.settings.get("profiler") or {}
-    if not (prof.get("enabled") or opts.profile_trace) or not run.main:
+    prof = run.plan.profiler or ProfilerPolicy()  # --profile-trace alone: the default schedule
+    if not (prof.enabled or opts.profile_trace) or not run.main:
         return body()
     from specrun.engine.profiling import profiled
 

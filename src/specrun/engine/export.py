@@ -169,10 +169,10 @@ def from_run(run_dir: str | Path, which: str = "latest", device="cpu") -> tuple[
     meta = _run_meta(run_dir)
     # The user's own code is named relative to the spec's folder: check the spec as run from there.
     plan = _plan_from_text(spec_text, meta["source"] or str(spec_path))
-    ck_dir = run_dir / plan.settings["checkpoint"]["dir"]
+    ck_dir = run_dir / plan.checkpoint.dir
     store = ShardedStore(ck_dir, whole=True) if sharded(plan) else None  # FSDP: shards joined here
-    ck = Checkpointer.from_settings(ck_dir, plan.settings["checkpoint"], store=store,
-                                    repair=False)  # reading only: a damaged index is not mended here
+    ck = Checkpointer.of(ck_dir, plan.checkpoint, store=store,
+                         repair=False)  # reading only: a damaged index is not mended here
     entry = _checkpoint_entry(ck, which, run_dir)
     state, path = _read_checkpoint(ck, entry)
     info = state.get("model_info")

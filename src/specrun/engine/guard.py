@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from specrun.sections import MemoryPolicy
+
 GB = 1e9
 
 
@@ -43,12 +45,12 @@ class GuardReport:
 
 
 class MemoryGuard:
-    def __init__(self, settings: dict, empty_cache, sleep=time.sleep, measure=used_bytes):
-        self.limit = settings.get("ram_limit")
-        self.scope = settings.get("scope", "system")
-        self.actions = settings.get("actions", [])
-        self.pause = settings.get("pause", 30.0)
-        self.still_over_action = settings.get("still_over", "continue")
+    def __init__(self, policy: MemoryPolicy, empty_cache, sleep=time.sleep, measure=used_bytes):
+        self.limit = policy.ram_limit
+        self.scope = policy.scope
+        self.actions = policy.actions
+        self.pause = policy.pause
+        self.still_over_action = policy.still_over
         self._empty_cache = empty_cache
         self._sleep = sleep
         self._measure = measure

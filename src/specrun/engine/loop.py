@@ -98,11 +98,11 @@ def _gate_scalars(run: Run) -> None:
 
 def _run_progress(run: Run) -> float | None:
     """The share of the run done: steps of max_steps, else epochs of max_epochs."""
-    st = run.plan.settings
-    if st.get("max_steps"):
-        return run.counters.step / st["max_steps"]
-    if st.get("max_epochs") and run.per_epoch:
-        return run.counters.micro / (run.per_epoch * st["max_epochs"])
+    plan = run.plan
+    if plan.max_steps:
+        return run.counters.step / plan.max_steps
+    if plan.max_epochs and run.per_epoch:
+        return run.counters.micro / (run.per_epoch * plan.max_epochs)
     return None
 
 
@@ -133,7 +133,7 @@ def _save(run: Run, kind: str) -> None:
 
 
 def validate(run: Run) -> dict[str, float]:
-    st = run.plan.settings["validation"]
+    st = run.plan.validation
     run.train_model.eval()
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -153,16 +153,16 @@ def validate(run: Run) -> dict[str, float]:
             result = run.dist.mean(result)
         host = _to_host(result)
         samples = []
-        if st.get("prompts") and hasattr(run.task, "generate"):
-            samples = run.task.generate(run.model, list(st["prompts"]), st["max_new_tokens"])
+        if st.prompts and hasattr(run.task, "generate"):
+            samples = run.task.generate(run.model, list(st.prompts), st.max_new_tokens)
     run.train_model.train()
-    if "perplexity" in run.plan.settings["log"].get("include", []) and "perplexity" not in host:
+    if "perplexity" in run.plan.log.include and "perplexity" not in host:
         host["perplexity"] = math.exp(min(host["loss"], 50.0))
     run.history.record_all("val", host)
     c = run.counters
     run.dir.event("validation", c.step, metrics=host)
     run.console.say(f"validation at step {c.step}: " + "  ".join(f"{k} {v:.4f}" for k, v in host.items()))
-    for prompt, text in zip(st.get("prompts") or [], samples):
+    for prompt, text in zip(st.prompts, samples):
         run.dir.event("sample", c.step, prompt=prompt, text=text)
         run.console.say(f"  sample: {prompt!r} -> {text!r}")
     return host
@@ -171,15 +171,14 @@ def validate(run: Run) -> dict[str, float]:
 def best_improved(run: Run) -> bool:
     """Whether the best checkpoint's metric just beat the best value so far (by more than
     ``min_delta``, in its direction); if so, it becomes the best value."""
-    best = run.plan.settings["checkpoint"].get("best")
+    best = run.plan.checkpoint.best
     if not best:
         return False
-    metric = best["metric"]
-    values = run.history.context.series.get(metric)
+    values = run.history.context.series.get(best.metric)
     if not values:
         return False
-    lower = best.get("mode", "min" if ex.lower_is_better(metric) else "max") == "min"
-    latest, previous, delta = values[-1], run.best_value, best.get("min_delta", 0)
+    lower = (best.mode or ("min" if ex.lower_is_better(best.metric) else "max")) == "min"
+    latest, previous, delta = values[-1], run.best_value, best.min_delta
     if previous is None or (latest < previous - delta if lower else latest > previous + delta):
         run.best_value = latest
         return True
@@ -197,10 +196,10 @@ def reads_train_series(run: Run) -> bool:
 
     plan = run.plan
     gates = [p.promote for a in plan.axes for p in a.phases if p.promote] + [sw.gate for sw in plan.switches]
-    if plan.settings.get("stop") is not None:
-        gates.append(plan.settings["stop"])
-    gates += [e["expr"] for e in plan.settings.get("expect", []) if e.get("when") == "throughout"]
-    best = (plan.settings["checkpoint"].get("best") or {}).get("metric", "")
+    if plan.stop is not None:
+        gates.append(plan.stop)
+    gates += [e.expr for e in plan.expectations if e.throughout]
+    best = plan.checkpoint.best.metric if plan.checkpoint.best else ""
     objective = (plan.trial or {}).get("objective", "")  # a sweep trial reports it after every step
     return best.startswith("train.") or objective.startswith("train.") or any(ref.startswith("train.") for g in gates for ref in series_refs(g.expr))
 
@@ -217,7 +216,7 @@ def read_back(run: Run) -> None:
     readout = getattr(run, "readout", None)
     if readout is None or not len(readout):
         return
-    c, max_skips = run.counters, run.plan.settings["nonfinite"]["max_consecutive"]
+    c, max_skips = run.counters, run.plan.nonfinite.max_consecutive
     for step, lr, values in readout.read(run.dist):
         values["lr"] = lr
         if values.pop(SKIP):
@@ -258,7 +257,7 @@ def _gates(run: Run) -> str | None:
             run.dir.event("switch", c.step, name=key, on=on)
             run.console.say(f"switch {key} {'on' if on else 'off'} at step {c.step}")
     _judge(expectations.judge_step, run)
-    stop = run.plan.settings.get("stop")
+    stop = run.plan.stop
     if stop is not None and ex.evaluate(stop.expr, ctx):
         values = ex.explain(stop.expr, ctx)
         run.dir.event("early_stop", c.step, when=str(stop), values=values)
@@ -310,7 +309,7 @@ def _log_row(run: Run, window: Window, val: dict | None) -> None:
     row.update({f"phase.{a}": p for a, p in run.curriculum.phase_names().items()})
     row.update({f"train.{k}": v for k, v in means.items()})
     row.update(at_step(last, means))
-    include = run.plan.settings["log"].get("include", [])
+    include = run.plan.log.include
     if "perplexity" in include and "loss" in means:
         row["train.perplexity"] = math.exp(min(means["loss"], 50.0))
     if "tokens_per_second" in include:
@@ -443,7 +442,7 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
 
 def _start(run: Run) -> _Loop:
     """Put a (resumed) run where it was: phase parameters, switches, the data position."""
-    st, plan = run.plan.settings, run.plan
+    plan = run.plan
     apply_phase_params(run)
     for sw in run.plan.switches:  # a resumed run puts its switches back where they were
         key = f"{sw.target}.{sw.name}"
@@ -454,11 +453,11 @@ def _start(run: Run) -> _Loop:
     run.readout = Readout(run.ctx.device)
     run.reads_every_step = reads_train_series(run)
     return _Loop(
-        clip=st.get("clip_grad_norm"), drop_micro=st["nonfinite"].get("scope") == "micro_batch",
+        clip=plan.clip_grad_norm, drop_micro=plan.nonfinite.scope == "micro_batch",
         scale=1.0 / run.plan.accumulate, readout=run.readout,
         key_metric=next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None),
         epoch_seen=run.counters.micro // run.per_epoch if run.per_epoch else 0,
-        has_gates=bool(plan.switches or st.get("expect") or st.get("stop") is not None
+        has_gates=bool(plan.switches or plan.expectations or plan.stop is not None
                        or any(p.promote for a in plan.axes for p in a.phases)))
 
 
@@ -557,7 +556,7 @@ def _interrupted(run: Run, signum: int) -> Outcome:
 
     name = signal.Signals(signum).name
     code = 128 + signum
-    if run.plan.settings["checkpoint"]["on_interrupt"] == "save":
+    if run.plan.checkpoint.on_interrupt == "save":
         try:
             _save(run, "final")
             msg = f"interrupted by {name} at step {run.counters.step}; state saved; {_how_to_continue(run)}"

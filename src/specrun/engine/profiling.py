@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import torch
 
+from specrun.sections import ProfilerPolicy
 
-def profiled(run, settings: dict, body):
-    out_dir = run.dir.path / settings.get("dir", "profile")
+
+def profiled(run, policy: ProfilerPolicy, body):
+    out_dir = run.dir.path / policy.dir
     out_dir.mkdir(parents=True, exist_ok=True)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if run.ctx.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    wait, warmup, active = settings.get("wait", 1), settings.get("warmup", 1), settings.get("active", 3)
+    wait, warmup, active = policy.wait, policy.warmup, policy.active
     written = []
 
     def on_ready(prof):

@@ -32,13 +32,13 @@ STATUS_EVERY_S = 1.0  # how often progress (step, phases) reaches run.json
 OWN_FILES = ("spec.train", "plan.json", "run.json", "metrics.csv", "events.jsonl", "error.txt")
 
 
-def outputs_outside(run_dir: Path, settings: dict) -> list[str]:
+def outputs_outside(run_dir: Path, plan) -> list[str]:
     """What would be written outside ``run_dir`` through a symbolic link (a run directory copied
     or edited by someone else): the spec's output paths (checked as text at validate time) and
     the run's own files. Empty when everything stays inside."""
     root = Path(run_dir).resolve()
-    named = [("checkpoint.dir", settings["checkpoint"].get("dir")), ("log.csv", settings["log"].get("csv")),
-             ("log.text", settings["log"].get("text")), ("profiler.dir", (settings.get("profiler") or {}).get("dir"))]
+    named = [("checkpoint.dir", plan.checkpoint.dir), ("log.csv", plan.log.csv), ("log.text", plan.log.text),
+             ("profiler.dir", plan.profiler and plan.profiler.dir)]
     named += [(name, name) for name in OWN_FILES]
     out = []
     for setting, rel in named:

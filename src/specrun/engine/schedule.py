@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from specrun.sections import SchedulePolicy
+
 
 def lr_factor(kind: str, step: int, total: int | None, warmup: int, warmup_start: float,
               floor: float) -> float:
@@ -25,18 +27,17 @@ def lr_factor(kind: str, step: int, total: int | None, warmup: int, warmup_start
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer, schedule: dict, total: int | None, warmup: int):
+def build_scheduler(optimizer, schedule: SchedulePolicy, total: int | None, warmup: int):
     import torch
 
-    kind = schedule.get("type", "constant")
-    start = schedule.get("warmup_start", 0.0)
+    kind, start = schedule.type, schedule.warmup_start
 
     def factor_for(group: dict):
         # eta_min is an LR, as in torch's CosineAnnealingLR: each group (Muon's and AdamW's
         # in mugrokfast) ends at it, whatever its own base LR. min_ratio is a share of each.
-        floor = schedule.get("min_ratio", 0.0)
-        if "eta_min" in schedule:
-            floor = schedule["eta_min"] / group["lr"] if group["lr"] else 0.0
+        floor = schedule.min_ratio or 0.0
+        if schedule.eta_min is not None:
+            floor = schedule.eta_min / group["lr"] if group["lr"] else 0.0
         return lambda step: lr_factor(kind, step, total, warmup, start, floor)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor_for(g) for g in optimizer.param_groups])

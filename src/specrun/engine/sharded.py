@@ -53,7 +53,7 @@ def _quiet_single_process():
 
 def sharded(plan) -> bool:
     """Whether a plan's checkpoints are sharded: under FSDP, whatever the number of processes."""
-    return (plan.settings.get("distributed") or {}).get("strategy") == "fsdp"
+    return plan.distributed is not None and plan.distributed.strategy == "fsdp"
 
 
 # ---- what goes through DCP -----------------------------------------------------------------

@@ -180,7 +180,7 @@ def restore(run: Run, state: dict, resume_phase: str, warn, allow_world_change: 
         run.scheduler.base_lrs = list(run.initial_lrs)
         fast_forward(run.scheduler, state["counters"]["step"])  # this step's LR from the spec's base LR
     except (ValueError, KeyError, RuntimeError, IndexError) as exc:
-        if run.plan.settings["checkpoint"].get("optimizer_mismatch") == "error":
+        if run.plan.checkpoint.optimizer_mismatch == "error":
             raise ResumeRefused(f"the checkpoint's optimizer/scheduler state does not fit this spec ({exc}) "
                                 "and checkpoint.optimizer_mismatch is error") from None
         warn("optimizer_reset", f"optimizer/scheduler state does not fit this spec ({exc}); "

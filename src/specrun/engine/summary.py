@@ -13,6 +13,7 @@ import shlex
 import time
 from pathlib import Path
 
+from specrun.engine.expectations import deadline_text
 from specrun.engine.sinks.base import Sink
 from specrun.spec import expr as ex
 
@@ -25,7 +26,7 @@ def continue_command(plan, run_dir) -> str:
     for override in plan.overrides:
         parts += ["--set", override]
     parts += ["--run-dir", str(run_dir)]
-    if plan.settings["checkpoint"]["resume"] != "latest" and not any(
+    if plan.checkpoint.resume != "latest" and not any(
             o.startswith("checkpoint.resume=") for o in plan.overrides):
         parts += ["--set", "checkpoint.resume=latest"]  # `resume none` would refuse a run that exists
     return " ".join(shlex.quote(str(p)) for p in parts)
@@ -77,9 +78,9 @@ def _checkpoints(run) -> dict:
 
 
 def _best(run, seen: SummarySink, checkpoints: dict) -> dict | None:
-    best = run.plan.settings["checkpoint"].get("best")
+    best = run.plan.checkpoint.best
     if best and run.best_value is not None:
-        return {"metric": best["metric"], "value": run.best_value,
+        return {"metric": best.metric, "value": run.best_value,
                 "step": (checkpoints.get("best") or {}).get("step")}
     if "val.loss" in seen.last:  # no checkpoint.best: the lowest validation loss this launch saw
         values = run.history.context.series.get("val.loss") or []
@@ -93,41 +94,44 @@ _FINAL = {"held": "met", "unknown": "not judged: its values were never known",
 
 
 def _expectations(run, outcome, seen: SummarySink) -> list[dict]:
-    expectations = run.plan.settings.get("expect", [])
+    expectations, deadlines = run.plan.expectations, run.timeline.deadlines
     if len(seen.final_expectations) == len(expectations) and expectations:  # judged at the end of the run
         out = []
-        for exp, record in zip(expectations, seen.final_expectations):
+        for exp, by, record in zip(expectations, deadlines, seen.final_expectations):
             result = record.get("outcome")
             shown = ("warned" if record.get("severity") == "warn" else "missed") if result == "broken" \
                 else _FINAL.get(result, str(result))
-            by = exp.get("by")
-            out.append({"expect": str(exp["expr"]), "by": by if isinstance(by, int) else (str(by) if by else None),
-                        "outcome": shown}
+            out.append({"expect": str(exp.expr), "by": _by(by), "outcome": shown}
                        | ({"broken_steps": record["broken_steps"]} if "broken_steps" in record else {}))
         return out
     out = []
     failed = {str(r.get("expect")): r for r in seen.failed_expectations}
     finished = outcome.status == "finished"
     at_end = finished or (run.total_steps is not None and run.counters.step >= run.total_steps)
-    for i, exp in enumerate(run.plan.settings.get("expect", [])):
-        text, by = str(exp["expr"]), exp.get("by")
-        entry = {"expect": text, "by": by if isinstance(by, int) else (str(by) if by is not None else None)}
+    for i, (exp, by) in enumerate(zip(expectations, deadlines)):
+        text = str(exp.expr)
+        entry = {"expect": text, "by": _by(by)}
         record = failed.get(text)
         if record is not None:
             entry.update(outcome="warned" if finished or record.get("mode") == "warn" else "missed",
                          step=record.get("step"), values=record.get("values"))
         elif by is None:
             if at_end:
-                held = ex.evaluate(exp["expr"].expr, run.history.context)
+                held = ex.evaluate(exp.expr.expr, run.history.context)
                 entry["outcome"] = "met" if held else "missed"
             else:
                 entry["outcome"] = "not judged: it is judged at the end of the run"
         elif i in run.expectations_checked:
             entry["outcome"] = "met"
         else:
-            entry["outcome"] = f"not judged: due by step {by}, the run is at step {run.counters.step}"
+            entry["outcome"] = f"not judged: due by {'step ' if isinstance(by, int) else ''}{_by(by)}, the run is at step {run.counters.step}"
         out.append(entry)
     return out
+
+
+def _by(deadline):
+    """A deadline in the summary: a step number, or its words (``500 micro_steps``)."""
+    return deadline if isinstance(deadline, int) or deadline is None else deadline_text(deadline)
 
 
 def summarize(run, outcome, seen: SummarySink, run_dir: Path) -> dict:

@@ -49,8 +49,7 @@ def can_continue(plan, run_dir: Path) -> bool:
 
     if not (run_dir / "plan.json").exists():
         return True
-    ck = plan.settings["checkpoint"]
-    return bool(Checkpointer.from_settings(run_dir / ck["dir"], ck, repair=False).candidates())
+    return bool(Checkpointer.of(run_dir / plan.checkpoint.dir, plan.checkpoint, repair=False).candidates())
 
 
 class Watch:

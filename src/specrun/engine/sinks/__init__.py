@@ -34,10 +34,9 @@ def open_log_sinks(plan, run_dir, runs_base: str = "runs") -> list[Sink]:
     """
     if not run_dir.main:
         return []  # rank 0 alone writes the record
-    log = plan.settings["log"]
     modules = log_sink_modules()
     opened = []
-    for key, settings in log.items():
+    for key, settings in plan.log.sinks.items():
         if key in modules and settings not in (None, False):
             opened.append(run_dir.sinks.add(modules[key].open_sink(Opening(plan, run_dir, settings, runs_base))))
     return opened

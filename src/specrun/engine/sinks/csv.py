@@ -51,10 +51,10 @@ class SpecCsv(Sink):
 
 
 def spec_csv(run) -> SpecCsv | None:
-    spec = run.plan.settings["log"]
-    if not spec.get("csv") or not run.main:
+    log = run.plan.log
+    if not log.csv or not run.main:
         return None
-    return SpecCsv(run, run.dir.path / spec["csv"], spec.get("columns") or ["step", "loss:train.loss", "phase"])
+    return SpecCsv(run, run.dir.path / log.csv, log.columns or ["step", "loss:train.loss", "phase"])
 
 
 def _threshold(run) -> float:
