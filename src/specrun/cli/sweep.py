@@ -11,7 +11,6 @@ import shlex
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import click
 

@@ -166,9 +166,6 @@ def full_state_dict(directory: Path) -> dict:
     with the rest of the checkpoint (counters, RNG, ...): the same dict a
     ``FileStore`` checkpoint holds, for ``specrun export`` and for inspection.
     """
-    import torch
-    import torch.distributed.checkpoint as dcp
-
     directory = Path(directory)
     _verify(directory, _read_manifest(directory), None)
     return _joined(directory)

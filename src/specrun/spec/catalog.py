@@ -161,7 +161,6 @@ def shown_names(kind: str) -> list[str]:
 
 # ---- the user's own code, and metrics ------------------------------------------------------
 
-OWN_KINDS = KINDS + ("metrics",)
 BUILTIN_METRICS = {
     "accuracy": "share of argmax(logits) equal to batch targets (-100 ignored; 0/1 targets: logits > 0)",
     "topN": "top-N accuracy, e.g. top5: the target is among the N largest logits",

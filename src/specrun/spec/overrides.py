@@ -19,7 +19,6 @@ from specrun.spec.document import (
     merge,
 )
 from specrun.spec.parse import parse_statements
-from specrun.spec.values import Gate
 
 # ---- overrides ---------------------------------------------------------------------------
 

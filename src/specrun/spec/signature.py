@@ -15,7 +15,7 @@ function returns as a dict literal.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Bases whose constructor takes nothing a spec sets: a class deriving only from
 # these (and from classes of the same file) is fully described by its own source.
@@ -43,8 +43,6 @@ class Signature:
     takes_any: bool = False  # **kwargs: settings beyond the named ones are accepted
     summary: str = ""
     line: int = 1
-    is_class: bool = False
-    positional: list[str] = field(default_factory=list)  # leading names skipped (self, outputs, batch, ...)
 
     def schema(self, required: bool = True) -> dict:
         props = {}
@@ -166,12 +164,11 @@ def _literal(node):
 
 # ---- functions and classes -----------------------------------------------------------------
 
-def _params_of(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip: int) -> tuple[list[Param], bool, list[str]]:
+def _params_of(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip: int) -> tuple[list[Param], bool]:
     a = fn.args
     ordered = list(a.posonlyargs) + list(a.args)
     defaults = [None] * (len(ordered) - len(a.defaults)) + list(a.defaults)
     pairs = list(zip(ordered, defaults))
-    skipped = [arg.arg for arg, _ in pairs[:skip]]
     pairs = pairs[skip:] + list(zip(a.kwonlyargs, a.kw_defaults))
     params = []
     for arg, default in pairs:
@@ -181,7 +178,7 @@ def _params_of(fn: ast.FunctionDef | ast.AsyncFunctionDef, skip: int) -> tuple[l
             schema = _default_schema(value)
         params.append(Param(arg.arg, schema, value, required=default is None,
                             annotation=ast.unparse(arg.annotation) if arg.annotation is not None else ""))
-    return params, a.kwarg is not None, skipped
+    return params, a.kwarg is not None
 
 
 def _summary(node) -> str:
@@ -249,16 +246,16 @@ def signature(tree: ast.Module, name: str, skip_function: int = 0, skip_method: 
     names = top_level(tree)
     node = names[name]
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        params, takes_any, skipped = _params_of(node, skip_function)
-        return Signature(params, takes_any, _summary(node), node.lineno, False, skipped)
+        params, takes_any = _params_of(node, skip_function)
+        return Signature(params, takes_any, _summary(node), node.lineno)
     if isinstance(node, ast.ClassDef):
         init = _init_of(node, names, {name})
         if init == "dataclass":
-            return Signature(_dataclass_params(node), False, _summary(node), node.lineno, True)
+            return Signature(_dataclass_params(node), False, _summary(node), node.lineno)
         if init is None:
-            return Signature([], False, _summary(node), node.lineno, True)
-        params, takes_any, skipped = _params_of(init, 1 + skip_method)
-        return Signature(params, takes_any, _summary(node), node.lineno, True, skipped[1:])
+            return Signature([], False, _summary(node), node.lineno)
+        params, takes_any = _params_of(init, 1 + skip_method)
+        return Signature(params, takes_any, _summary(node), node.lineno)
     raise Unreadable(f"'{name}' is assigned, not defined with def or class")
 
 

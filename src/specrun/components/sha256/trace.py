@@ -42,8 +42,6 @@ INPUT_WORDS = 10  # a..h, W_t, K_t
 WORD_BITS = 32
 STATE_BITS = STATE_WORDS * WORD_BITS  # 256
 INPUT_BITS = INPUT_WORDS * WORD_BITS  # 320
-# Bits of the next state that are not a copy of the old state: new a (word 0) and new e (word 4).
-NONSHIFT_BITS = tuple(range(0, 32)) + tuple(range(128, 160))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,11 +73,6 @@ def _schedule_t(block: np.ndarray, rounds: int) -> np.ndarray:
         s1 = _rotr_xor(x2, _R_SIGMA1) ^ (x2 >> np.uint32(10))
         w[t] = s1 + w[t - 7] + s0 + w[t - 16]
     return w
-
-
-def message_schedule_np(block: np.ndarray, rounds: int = 64) -> np.ndarray:
-    """W_0..W_{rounds-1} for message blocks ``block`` [B, 16] uint32 -> [B, rounds] uint32."""
-    return _schedule_t(block, rounds)[:rounds].T
 
 
 def trace_np(block: np.ndarray, rounds: int = 64, init: np.ndarray | None = None):
