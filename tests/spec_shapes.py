@@ -4,14 +4,11 @@ valid or not: both paths must stay linear."""
 
 from __future__ import annotations
 
-HEAD = """spec shape
-task rule_classification { features 8; classes 3 }
-model mlp { width 8; depth 1 }
-loss cross_entropy
-optimizer adamw { lr 1e-3 }
-batch 8
-max_steps 100
-"""
+from spec_helpers import MINIMAL_SPEC
+
+HEAD = MINIMAL_SPEC.replace("spec minimal", "spec shape", 1)
+TASK = "task rule_classification {\n  features 8\n}"
+assert TASK in HEAD, "unique_items replaces the task block"
 
 
 def duplicate_lines(n: int) -> str:
@@ -33,8 +30,7 @@ def list_per_line(n: int) -> str:
 def unique_items(n: int) -> str:
     """A list the schema wants without repeats (uniqueItems): n different items, the last a repeat."""
     items = [f"m{i}" for i in range(n - 1)] + ["m0"]
-    return (HEAD.replace("task rule_classification { features 8; classes 3 }", "task latin_grid {\n  modes ["
-                         + ", ".join(items) + "]\n}"))
+    return HEAD.replace(TASK, "task latin_grid {\n  modes [" + ", ".join(items) + "]\n}")
 
 
 def long_sum(n: int) -> str:

@@ -15,18 +15,9 @@ from click.testing import CliRunner
 from specrun.cli import main
 from specrun.cli.commands import COMMANDS
 
-SPEC = """\
-spec comp_toy
-seed 0
-task rule_classification {
-  features 8
-  classes 3
-}
-model mlp { width 32 }
-loss cross_entropy
-optimizer adamw { lr 1e-2 }
-batch 8
-max_steps 10
+from spec_helpers import MINIMAL_SPEC
+
+SPEC = MINIMAL_SPEC.replace("spec minimal", "spec comp_toy", 1) + """\
 profile smoke { max_steps 2 }
 profile big { model.width 64 }
 """

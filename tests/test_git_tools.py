@@ -12,24 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from spec_helpers import MINIMAL_SPEC
+
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = """\
-# a tiny spec for the diff driver
-spec git_toy
-seed 0
-task rule_classification {
-  features 8
-  classes 3
-}
-model mlp { width 32 }
-loss cross_entropy
-optimizer adamw {
-  lr 3e-3   # the learning rate
-}
-batch 8
-max_steps 10
-"""
+SPEC = "# a tiny spec for the diff driver\n" + (MINIMAL_SPEC.replace("spec minimal", "spec git_toy", 1)
+                                                  .replace("  lr 1e-3\n", "  lr 3e-3   # the learning rate\n", 1))
 
 
 def _specrun_command() -> str:

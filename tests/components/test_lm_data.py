@@ -16,17 +16,10 @@ from specrun.components.lm.data import IGNORE, Schedule, val_indices
 from specrun.components.lm.task import build_task
 from specrun.components.lm.tokenizer import ByteTokenizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "lm"
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is as fast, and immune to a busy machine's thread stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def ctx(tmp_path, batch=2, seed=0, rank=0, world=1) -> Context:
     return Context(seed=seed, device="cpu", batch_size=batch, rank=rank, world_size=world,

@@ -17,19 +17,12 @@ from specrun.components.lm.model import build_model
 from specrun.components.lm.size import estimate_parameters
 from specrun.components.nn import SelfAttention, capped_attention
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 INFO = {"vocab_size": 259, "seq_len": 32, "pad_id": 256, "bos_id": 257, "eos_id": 258}
 SMALL = {"width": 32, "depth": 2, "heads": 2}
 CTX = Context(seed=0, device="cpu", batch_size=2)
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is as fast, and immune to a busy machine's thread stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def model(**kw):
     return build_model({**SMALL, **kw}, INFO, CTX)

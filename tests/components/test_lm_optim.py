@@ -13,6 +13,8 @@ from torch import nn
 from specrun.components.api import Context
 from specrun.components.optim.muon import MuGrokfast, build_optimizer, newton_schulz_fp32, split_parameters
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CTX = Context(seed=0, device="cpu", batch_size=1)
 P = {"lr": 1e-2, "muon_lr": 2e-2, "weight_decay": 0.1, "betas": [0.9, 0.95], "eps": 1e-8,
      "muon_momentum": 0.95, "nesterov": True, "ns_steps": 5, "muon_adjust_lr": "original",
@@ -30,15 +32,6 @@ class Tiny(nn.Module):
         self.norm = nn.Parameter(torch.ones(6))
         self.no_muon = {"head.weight"}
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is as fast, and immune to a busy machine's thread stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def fake_grads(model, step):
     g = torch.Generator().manual_seed(100 + step)

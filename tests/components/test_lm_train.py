@@ -11,15 +11,7 @@ from specrun.components.lm.task import build_task
 from specrun.components.losses import build_cross_entropy
 from specrun.components.optim.muon import build_optimizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine
-    two OpenMP threads waiting on each other make every small op ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train(tmp_path, steps, model_params, optimizer=None, seq_len=48, batch=16, lr=3e-3, hook=None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -15,9 +14,9 @@ import specrun.components.sha256.producers as P
 from specrun.components.api import Context
 from specrun.components.sha256.task import build_task
 
-pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory in /dev/shm")
+from sha256_helpers import alive, needs_shm
 
-SRC = str(Path(P.__file__).resolve().parents[3])  # the directory holding the specrun package
+pytestmark = needs_shm
 
 
 def ctx(batch_size=8, seed=0):
@@ -31,17 +30,6 @@ def take(it, n):
 def same(a, b):
     return all(torch.equal(x["inputs"], y["inputs"]) and torch.equal(x["targets"], y["targets"])
                for x, y in zip(a, b, strict=True))
-
-
-def alive(pids):
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def our_children():

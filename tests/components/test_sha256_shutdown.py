@@ -10,25 +10,15 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 import specrun.components.sha256.producers as P
 
-pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs POSIX shared memory in /dev/shm")
+from sha256_helpers import alive, needs_shm
+
+pytestmark = needs_shm
 
 SRC = str(Path(P.__file__).resolve().parents[3])  # the directory holding the specrun package
-
-
-def alive(pids):
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 SCRIPT = textwrap.dedent("""

@@ -1,5 +1,7 @@
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,41 @@ def env() -> dict:
     out["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + out.get("PYTHONPATH", "")
     out.setdefault("OMP_NUM_THREADS", "1")
     return out
+
+
+def run_cli(spec, run_dir, *extra, timeout=300) -> subprocess.CompletedProcess:
+    """``specrun run SPEC --run-dir RUN_DIR --quiet EXTRA...`` in a new process, output captured."""
+    return subprocess.run(specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet", *extra),
+                          env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def kill_at(spec, run_dir, step: int) -> None:
+    """Start ``specrun run`` in a new process and SIGKILL it once metrics.csv holds ``step`` rows."""
+    proc = subprocess.Popen(specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet"), env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 200
+    metrics = Path(run_dir) / "metrics.csv"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and sum(1 for _ in open(metrics)) - 1 >= step:
+            break
+        time.sleep(0.05)
+    proc.send_signal(_signal.SIGKILL)
+    proc.wait()
+
+
+def two_processes_match_one(spec, tmp_path, steps: int, batch: int = 16) -> subprocess.CompletedProcess:
+    """Run ``spec`` (two processes) in tmp_path/two and on one process with the same global
+    ``batch`` in tmp_path/one: both finish and log steps 1..``steps`` with the same losses (to
+    1e-5). Returns the two-process run."""
+    two = run_cli(spec, tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    one = run_cli(spec, tmp_path / "one", "--set", f"batch={batch}", "--set", "distributed.nproc_per_node=1")
+    assert one.returncode == 0, one.stderr
+    a, b = train_losses(tmp_path / "two", float), train_losses(tmp_path / "one", float)
+    assert a.keys() == b.keys() == set(range(1, steps + 1))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    return two
 
 
 # ---- in-process helpers (shared by the engine tests) ---------------------------------------
@@ -153,6 +190,14 @@ def csv_rows(path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), rows
 
 
+def train_losses(run_dir, convert=str) -> dict:
+    """Each step's train.loss in metrics.csv, ``convert``ed: by default the text itself, so that
+    equal is bit for bit; ``float`` to compare within a tolerance. A step trained again after a
+    resume: its last row counts. Rows without a train.loss are left out."""
+    _, rows = csv_rows(Path(run_dir) / "metrics.csv")
+    return {int(r["step"]): convert(r["train.loss"]) for r in rows if r["train.loss"]}
+
+
 def index_entries(run_dir) -> list[dict]:
     return json.loads((Path(run_dir) / "checkpoints" / "index.json").read_text())["checkpoints"]
 
@@ -182,6 +227,23 @@ def signal_at(monkeypatch):
         plan[step] = sig
 
     return arm
+
+
+@pytest.fixture
+def interrupted(tmp_path, monkeypatch, signal_at):
+    """interrupted(step, text=FAST_SPEC): with tmp_path as the working folder, a run of ``text``
+    in tmp_path/run stopped by SIGINT right after step ``step`` (exit code 130, asserted).
+    Returns (spec path, run dir)."""
+
+    def run(step: int, text: str = FAST_SPEC):
+        monkeypatch.chdir(tmp_path)
+        spec = write_spec(tmp_path, text)
+        run_dir = tmp_path / "run"
+        signal_at(step, _signal.SIGINT)
+        assert run_inproc(spec, run_dir).code == 130
+        return spec, run_dir
+
+    return run
 
 
 def make_run(directory, text: str, name: str = "spec.train", sets=()):

@@ -37,12 +37,8 @@ def test_disabled_csvlog_writes_nothing(tmp_path):
     assert not path.exists()
 
 
-def test_resume_appends_and_counts_segments(tmp_path, monkeypatch, signal_at):
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, FAST_SPEC)
-    run_dir = tmp_path / "run"
-    signal_at(5, signal.SIGINT)
-    assert run_inproc(spec, run_dir).code == 130
+def test_resume_appends_and_counts_segments(interrupted, signal_at):
+    spec, run_dir = interrupted(5)
     first = (run_dir / "metrics.csv").read_bytes()
     signal_at(9, signal.SIGTERM)
     assert run_inproc(spec, run_dir).code == 143

@@ -5,7 +5,6 @@ synchronised backward reduces each bucket once). In-process on a one-rank gloo g
 (fast), and on two ranks with the losses of the single-process run (slow).
 """
 
-import csv
 import multiprocessing
 import os
 import socket
@@ -18,7 +17,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from specrun.engine import distributed
 from specrun.engine.distributed import Dist
 
-from .conftest import load_plan, run_inproc, write_spec
+from .conftest import load_plan, run_inproc, train_losses, write_spec
 
 SPEC = """
 spec ddp_sync
@@ -60,11 +59,6 @@ def _counting_wrap(counts: list):
     return wrap
 
 
-def _losses(run_dir) -> dict[int, float]:
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return {int(r["step"]): float(r["train.loss"]) for r in csv.DictReader(fh)}
-
-
 def _run_ranked(spec_path, run_dir, rank: int, world: int, counts: list):
     from specrun.engine.execute import Options, execute
 
@@ -88,7 +82,7 @@ def test_one_all_reduce_per_optimizer_step(tmp_path, monkeypatch, accumulate):
     assert len(counts) == 6  # six optimizer steps, one round each
     alone = run_inproc(spec_path, tmp_path / "alone", sets=("distributed.nproc_per_node=1",))
     assert alone.code == 0, alone.message
-    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "alone"), rel=1e-6)
+    assert train_losses(tmp_path / "ddp", float) == pytest.approx(train_losses(tmp_path / "alone", float), rel=1e-6)
 
 
 def _rank_main(rank, world, port, spec_path, run_dir, result_path):
@@ -129,4 +123,5 @@ def test_two_ranks_all_reduce_once_per_step_and_match_one_process(tmp_path):
         assert (code, rounds) == ("0", "6")  # 6 steps x accumulate 3: 6 all-reduce rounds, not 18
     one = run_inproc(spec_path, tmp_path / "one", sets=("batch=16", "distributed.nproc_per_node=1"))
     assert one.code == 0, one.message
-    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5, abs=1e-6)
+    two, one = train_losses(tmp_path / "two", float), train_losses(tmp_path / "one", float)
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)

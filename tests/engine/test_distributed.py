@@ -4,7 +4,6 @@ Each for DDP and for FSDP (fully_shard: each rank holds half of every weight and
 its optimizer state, and writes its own shards of each checkpoint through DCP).
 """
 
-import csv
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from .conftest import env, specrun_cmd
+from .conftest import env, run_cli, specrun_cmd, train_losses, two_processes_match_one
 
 SPEC = """
 spec dist_test
@@ -31,16 +30,6 @@ log { every 1 step }
 """
 
 
-def _losses(run_dir):
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return {int(r["step"]): float(r["train.loss"]) for r in csv.DictReader(fh)}
-
-
-def _run(spec, run_dir, *extra, timeout=300):
-    return subprocess.run(specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet", *extra),
-                          env=env(), capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(params=["ddp", "fsdp"])
 def spec(tmp_path, request):
     path = tmp_path / "dist_test.train"
@@ -50,14 +39,7 @@ def spec(tmp_path, request):
 
 @pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(spec, tmp_path):
-    two = _run(spec, tmp_path / "two")
-    assert two.returncode == 0, two.stderr
-    one = _run(spec, tmp_path / "one", "--set", "batch=16", "--set", "distributed.nproc_per_node=1")
-    assert one.returncode == 0, one.stderr
-    a, b = _losses(tmp_path / "two"), _losses(tmp_path / "one")
-    assert a.keys() == b.keys() == set(range(1, 17))
-    for step in a:
-        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    two = two_processes_match_one(spec, tmp_path, steps=16)
     assert two.stdout.count("finished:") + two.stderr.count("finished:") == 1  # one final line, not one per rank
 
 
@@ -68,7 +50,7 @@ def test_fsdp_checkpoints_are_sharded_and_resume_on_another_world_size(tmp_path)
 
     path = tmp_path / "fsdp.train"
     path.write_text(SPEC.replace("strategy ddp", "strategy fsdp"))
-    two = _run(path, tmp_path / "run")
+    two = run_cli(path, tmp_path / "run")
     assert two.returncode == 0, two.stderr
     final = tmp_path / "run" / "checkpoints" / "final.pt"
     assert {"__0_0.distcp", "__1_0.distcp"} <= set(os.listdir(final))  # no gather: each rank its shards
@@ -84,27 +66,27 @@ def test_fsdp_checkpoints_are_sharded_and_resume_on_another_world_size(tmp_path)
                 assert torch.equal(torch.as_tensor(state["optimizer"]["state"][fqn][key]), torch.as_tensor(v))
 
     one = ("--set", "distributed.nproc_per_node=1")
-    refused = _run(path, tmp_path / "run", *one)  # each rank's data shard would change: said, not done
+    refused = run_cli(path, tmp_path / "run", *one)  # each rank's data shard would change: said, not done
     assert refused.returncode == 1 and "--allow-spec-change" in refused.stderr, refused.stderr
     # 2 -> 1 at the last step: the single process writes back exactly what it loaded
-    down = _run(path, tmp_path / "run", *one, "--allow-spec-change")
+    down = run_cli(path, tmp_path / "run", *one, "--allow-spec-change")
     assert down.returncode == 0, down.stderr
     assert full_state_dict(final)["world_size"] == 1
     same_state(full_state_dict(final))
     # 1 -> 2: the same again, from the single process's checkpoint
-    up = _run(path, tmp_path / "run", "--allow-spec-change")
+    up = run_cli(path, tmp_path / "run", "--allow-spec-change")
     assert up.returncode == 0, up.stderr
     assert full_state_dict(final)["world_size"] == 2
     same_state(full_state_dict(final))
     # and training goes on from it on one process
-    longer = _run(path, tmp_path / "run", *one, "--set", "max_steps=20", "--allow-spec-change")
+    longer = run_cli(path, tmp_path / "run", *one, "--set", "max_steps=20", "--allow-spec-change")
     assert longer.returncode == 0, longer.stderr
-    assert max(_losses(tmp_path / "run")) == 20
+    assert max(train_losses(tmp_path / "run")) == 20
 
 
 @pytest.mark.slow
 def test_distributed_kill_and_resume(spec, tmp_path):
-    reference = _run(spec, tmp_path / "ref")
+    reference = run_cli(spec, tmp_path / "ref")
     assert reference.returncode == 0, reference.stderr
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet"), env=env(),
@@ -116,9 +98,9 @@ def test_distributed_kill_and_resume(spec, tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as a crashed machine would
     proc.wait()
-    resumed = _run(spec, run_dir)
+    resumed = run_cli(spec, run_dir)
     assert resumed.returncode == 0, resumed.stderr
-    assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "ref"), rel=1e-5)
+    assert train_losses(run_dir, float) == pytest.approx(train_losses(tmp_path / "ref", float), rel=1e-5)
 
 
 @pytest.mark.slow

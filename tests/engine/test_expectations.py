@@ -92,14 +92,8 @@ def test_phase_micro_steps_and_run_progress_promote(tmp_path):
     assert moves == [(3, "a", "b"), (9, "b", "c")]  # 6 micro-batches >= 5; 9 of 12 steps is 75%
 
 
-def test_outcomes_survive_a_resume(tmp_path, monkeypatch, signal_at):
-    import signal
-
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, FAST_SPEC + "expect train.grad_norm < 0 throughout warn\n")
-    run_dir = tmp_path / "run"
-    signal_at(5, signal.SIGINT)
-    assert run_inproc(spec, run_dir).code == 130
+def test_outcomes_survive_a_resume(interrupted):
+    spec, run_dir = interrupted(5, FAST_SPEC + "expect train.grad_norm < 0 throughout warn\n")
     assert run_inproc(spec, run_dir).code == 0
     final = _final(run_dir)["expect train.grad_norm < 0 throughout warn"]
     assert final["outcome"] == "broken" and final["broken_steps"] == 12  # 5 before the stop, 7 after

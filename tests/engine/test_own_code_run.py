@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from .conftest import csv_rows, run_inproc
+from .conftest import csv_rows, kill_at, run_cli, run_inproc, train_losses, two_processes_match_one
 
 SPEC = """
 spec own
@@ -23,11 +23,6 @@ expect train.accuracy > 0.4
 checkpoint { every 4 steps; resume latest }
 log { every 1 step }
 """
-
-
-def _losses(run_dir) -> dict[int, str]:
-    _, rows = csv_rows(run_dir / "metrics.csv")
-    return {int(r["step"]): r["train.loss"] for r in rows if r["train.loss"]}
 
 
 def test_user_model_data_and_metrics_train(own_project, tmp_path):
@@ -58,7 +53,7 @@ def test_interrupted_and_resumed_run_repeats_the_same_losses(own_project, tmp_pa
     first = run_inproc(spec, tmp_path / "cut")
     assert first.status == "interrupted", first.message
     assert run_inproc(spec, tmp_path / "cut").status == "finished"
-    assert _losses(tmp_path / "cut") == _losses(tmp_path / "whole")
+    assert train_losses(tmp_path / "cut") == train_losses(tmp_path / "whole")
 
 
 DICT_SPEC = """
@@ -158,17 +153,15 @@ def test_signature_table_matches_the_installed_torch(repo):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_of_user_data_is_exact(own_project, tmp_path):
-    from .test_resume_exact import _kill_at, _run
-
     spec = own_project(SPEC.replace("max_steps 24", "max_steps 40") + "dataloader { workers 2 }\n")
     reference = tmp_path / "reference"
-    done = _run(spec, reference)
+    done = run_cli(spec, reference)
     assert done.returncode == 0, done.stderr
     killed = tmp_path / "killed"
-    _kill_at(spec, killed, 13)
-    resumed = _run(spec, killed)
+    kill_at(spec, killed, 13)
+    resumed = run_cli(spec, killed)
     assert resumed.returncode == 0, resumed.stderr
-    assert _losses(killed) == _losses(reference)
+    assert train_losses(killed) == train_losses(reference)
 
 
 def test_code_without_readable_signature_is_checked_when_the_run_starts(own_project, tmp_path):
@@ -199,20 +192,11 @@ def test_a_module_that_does_not_import(own_project, tmp_path):
 
 @pytest.mark.slow
 def test_user_data_on_two_processes_matches_one_with_the_same_global_batch(own_project, tmp_path):
-    from .test_distributed import _losses as dist_losses, _run as dist_run
-
     spec = own_project(SPEC.replace("max_steps 24", "max_steps 8").replace("batch 16", "batch 8")
                        .replace("validation { every 8 steps; batches all }", "")
                        .replace("expect train.accuracy > 0.4", "")
                        + "distributed { strategy ddp; nproc_per_node 2; backend gloo }\n")
-    two = dist_run(spec, tmp_path / "two")
-    assert two.returncode == 0, two.stderr
-    one = dist_run(spec, tmp_path / "one", "--set", "batch=16", "--set", "distributed.nproc_per_node=1")
-    assert one.returncode == 0, one.stderr
-    a, b = dist_losses(tmp_path / "two"), dist_losses(tmp_path / "one")
-    assert a.keys() == b.keys() == set(range(1, 9))
-    for step in a:
-        assert a[step] == pytest.approx(b[step], rel=1e-5, abs=1e-6), step
+    two_processes_match_one(spec, tmp_path, steps=8)
 
 
 def test_resuming_after_the_code_changed_says_so(own_project, tmp_path, signal_at):

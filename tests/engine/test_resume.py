@@ -18,16 +18,11 @@ import specrun.engine.execute as execute_mod
 import specrun.engine.rundir as rundir_mod
 from specrun.cli import main
 
-from .conftest import FAST_SPEC, csv_rows, events, index_entries, run_inproc, write_spec
+from .conftest import FAST_SPEC, csv_rows, events, index_entries, run_inproc, train_losses, write_spec
 
 
 def _weights(run_dir, name="final.pt"):
     return torch.load(run_dir / "checkpoints" / name, weights_only=True)["model"]
-
-
-def _losses(run_dir) -> dict[int, str]:
-    _, rows = csv_rows(run_dir / "metrics.csv")
-    return {int(r["step"]): r["train.loss"] for r in rows}  # a re-run step: the last word counts
 
 
 @pytest.fixture
@@ -62,7 +57,7 @@ def test_interrupt_saves_and_the_rerun_resumes_exactly(tmp_path, monkeypatch, si
     assert out.code == 0, out.message
     resume = events(run_dir, "resume")
     assert len(resume) == 1 and resume[0]["step"] == 5 and resume[0]["checkpoint"].endswith("final.pt")
-    assert _losses(run_dir) == _losses(reference)
+    assert train_losses(run_dir) == train_losses(reference)
     expected = _weights(reference)
     for k, w in _weights(run_dir).items():
         assert torch.equal(w, expected[k]), k
@@ -82,7 +77,7 @@ def test_bf16_optimizer_state_resumes_exactly(tmp_path, monkeypatch, signal_at, 
     signal_at(5)
     assert run_inproc(spec, tmp_path / "run").code == 130
     assert run_inproc(spec, tmp_path / "run").code == 0
-    assert _losses(tmp_path / "run") == _losses(tmp_path / "reference")
+    assert train_losses(tmp_path / "run") == train_losses(tmp_path / "reference")
     expected = _weights(tmp_path / "reference")
     for k, w in _weights(tmp_path / "run").items():
         assert torch.equal(w, expected[k]), k
@@ -232,20 +227,9 @@ def test_the_continue_command_is_the_exact_command(tmp_path, monkeypatch, signal
 
 # ---- damaged checkpoints ------------------------------------------------------------------------------
 
-def _interrupted_at_6(tmp_path, monkeypatch, signal_at):
-    """A run stopped by SIGINT at step 6: step_4.pt and final.pt (step 6). Returns (spec, run_dir)."""
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, FAST_SPEC)
-    run_dir = tmp_path / "run"
-    signal_at(6, signal.SIGINT)
-    assert run_inproc(spec, run_dir).code == 130
-    return spec, run_dir
-
-
 @pytest.mark.parametrize("damage", ["truncate", "zeros", "flip"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkeypatch, signal_at, capsys,
-                                                                 reference, damage):
-    spec, run_dir = _interrupted_at_6(tmp_path, monkeypatch, signal_at)
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(interrupted, capsys, reference, damage):
+    spec, run_dir = interrupted(6)  # step_4.pt and final.pt (step 6)
     final = run_dir / "checkpoints" / "final.pt"
     size = final.stat().st_size
     data = bytearray(final.read_bytes())
@@ -271,8 +255,8 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, monkey
         assert torch.equal(w, expected[k]), k
 
 
-def test_a_damaged_index_is_rebuilt_from_the_files(tmp_path, monkeypatch, signal_at, reference):
-    spec, run_dir = _interrupted_at_6(tmp_path, monkeypatch, signal_at)
+def test_a_damaged_index_is_rebuilt_from_the_files(interrupted, reference):
+    spec, run_dir = interrupted(6)  # step_4.pt and final.pt (step 6)
     index = run_dir / "checkpoints" / "index.json"
     index.write_text('{"checkpoints": [{"file": "step_4.pt"')  # cut off mid-write by something else
     out = run_inproc(spec, run_dir)
@@ -288,12 +272,8 @@ def test_a_damaged_index_is_rebuilt_from_the_files(tmp_path, monkeypatch, signal
         assert torch.equal(w, expected[k]), k
 
 
-def test_no_loadable_checkpoint_fails_the_run(tmp_path, monkeypatch, signal_at):
-    monkeypatch.chdir(tmp_path)
-    spec = write_spec(tmp_path, FAST_SPEC)
-    run_dir = tmp_path / "run"
-    signal_at(6, signal.SIGINT)
-    assert run_inproc(spec, run_dir).code == 130
+def test_no_loadable_checkpoint_fails_the_run(interrupted):
+    spec, run_dir = interrupted(6)
     for entry in index_entries(run_dir):
         (run_dir / "checkpoints" / entry["file"]).write_bytes(b"junk")
     out = run_inproc(spec, run_dir)
@@ -368,7 +348,7 @@ def test_phase_parameters_survive_a_resume(tmp_path, monkeypatch, signal_at):
     signal_at(6, signal.SIGINT)
     run_inproc(spec, run_dir)
     assert run_inproc(spec, run_dir).code == 0
-    assert _losses(run_dir) == _losses(reference)
+    assert train_losses(run_dir) == train_losses(reference)
 
 
 # ---- what changed since the run began ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ for export, and a metadata file that would run code is refused. Two ranks, and
 resuming at another world size (2 -> 1, 1 -> 2), are in the slow tier.
 """
 
-import csv
 import json
 import os
 import pickle
@@ -18,14 +17,9 @@ import torch
 
 from specrun.engine.sharded import MANIFEST, CheckpointError, full_state_dict, read_metadata
 
-from .conftest import FAST_SPEC, events, index_entries, make_run, run_inproc, write_spec
+from .conftest import FAST_SPEC, events, index_entries, make_run, run_inproc, train_losses, write_spec
 
 SPEC = FAST_SPEC.replace("log { every 1 step }", "log { every 1 step }\ndistributed { strategy fsdp; nproc_per_node 1 }")
-
-
-def _losses(run_dir) -> dict[int, float]:
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        return {int(r["step"]): float(r["train.loss"]) for r in csv.DictReader(fh)}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_interrupted_and_resumed_is_exact(tmp_path, monkeypatch, signal_at):
     assert stopped.status == "interrupted" and stopped.step == 6, stopped.message
     resumed = run_inproc(spec, tmp_path / "run")
     assert resumed.code == 0, resumed.message
-    assert _losses(tmp_path / "run") == _losses(tmp_path / "ref")  # bit for bit
+    assert train_losses(tmp_path / "run") == train_losses(tmp_path / "ref")  # bit for bit
     assert events(tmp_path / "run", "resume")[0]["step"] == 6
 
 
