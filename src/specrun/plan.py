@@ -535,8 +535,8 @@ def _flat_plan(data: dict) -> dict[str, str]:
             out[kind] = str(comp.get("type"))
             _flatten(comp.get("params"), kind, out)
     settings = {k: v for k, v in data["settings"].items()}
-    if isinstance(settings.get("checkpoint"), dict):  # where a run starts from is not what it is
-        settings["checkpoint"] = {k: v for k, v in settings["checkpoint"].items() if k != "resume"}
+    if isinstance(settings.get("checkpoint"), dict):  # where a run starts from, how it writes, is not what it is
+        settings["checkpoint"] = {k: v for k, v in settings["checkpoint"].items() if k not in ("resume", "async")}
     _flatten(settings, "", out)
     return out
 

@@ -79,10 +79,13 @@ class CheckpointPolicy(_Section):
     optimizer_mismatch: str  # "fresh" | "error"
     every: Span = None
     best: Best | None = None
+    background: bool = False  # the spec's `async true` (a word Python keeps for itself): sharded saves written
+    #                           while training goes on
 
     @classmethod
     def of(cls, raw: dict) -> "CheckpointPolicy":
-        return super().of({**raw, "best": Best.of(raw.get("best"))})
+        rest = {k: v for k, v in raw.items() if k != "async"}
+        return super().of({**rest, "best": Best.of(raw.get("best")), "background": bool(raw.get("async", False))})
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from .conftest import env, run_cli, specrun_cmd, train_losses, two_processes_match_one
+from .conftest import env, events, index_entries, run_cli, specrun_cmd, train_losses, two_processes_match_one
 
 SPEC = """
 spec dist_test
@@ -124,3 +124,79 @@ def test_a_dead_rank_ends_the_run_without_hanging(spec, tmp_path):
         pytest.fail("the run hung after a rank died")
     assert proc.returncode != 0
     assert "exitcode" in out or "failed" in out.lower(), out[-2000:]
+
+
+# Loaded by every process of a run started with this folder on PYTHONPATH: DCP's shard
+# writer stops, for good, once it has written the shards of the checkpoint named by
+# SPECRUN_TEST_STALL_WRITE (its metadata and the commit never come), as a write would
+# that the machine's death interrupted.
+_STALL_WRITE = """
+import os
+if os.environ.get("SPECRUN_TEST_STALL_WRITE"):
+    import threading
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+
+    _write_data = FileSystemWriter.write_data
+
+    def write_data(self, plan, planner):
+        written = _write_data(self, plan, planner)
+        if "." + os.environ["SPECRUN_TEST_STALL_WRITE"] + ".partial" in str(self.path):
+            threading.Event().wait()
+        return written
+
+    FileSystemWriter.write_data = write_data
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_async_checkpoints_resume_exactly_and_a_kill_mid_write_keeps_the_previous(tmp_path):
+    """checkpoint.async on 2 ranks: the same losses and checkpoints as blocking saves; killed while
+    step 8's shards are written (training went on past it), the run resumes from step 4, exactly."""
+    from specrun.engine.sharded import full_state_dict
+
+    blocking = tmp_path / "blocking.train"
+    blocking.write_text(SPEC.replace("strategy ddp", "strategy fsdp"))
+    path = tmp_path / "async.train"
+    path.write_text(SPEC.replace("strategy ddp", "strategy fsdp").replace("resume latest }", "resume latest; async true }"))
+    ref, reference = run_cli(blocking, tmp_path / "ref"), run_cli(path, tmp_path / "async")
+    assert ref.returncode == 0 and reference.returncode == 0, ref.stderr + reference.stderr
+    assert train_losses(tmp_path / "async") == train_losses(tmp_path / "ref")
+    for name in ("step_12.pt", "final.pt"):
+        a, b = (full_state_dict(tmp_path / run / "checkpoints" / name) for run in ("async", "ref"))
+        assert all(torch.equal(a["model"][k], v) for k, v in b["model"].items()), name
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_STALL_WRITE)
+    stalled = {**env(), "SPECRUN_TEST_STALL_WRITE": "step_8.pt"}
+    stalled["PYTHONPATH"] = f"{hooks}{os.pathsep}{stalled['PYTHONPATH']}"
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(specrun_cmd("run", path, "--run-dir", run_dir, "--quiet"), env=stalled,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and 11 not in _losses_if_any(run_dir):
+        time.sleep(0.05)
+    listed = [e["file"] for e in index_entries(run_dir)]
+    partial = (run_dir / "checkpoints" / ".step_8.pt.partial").is_dir()
+    ranks = psutil.Process(proc.pid).children(recursive=True)  # torchrun starts them in sessions of their own
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-write, as a dead machine would
+    for rank in ranks:
+        try:
+            rank.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(ranks, timeout=60)  # gone, and their lock on the run directory with them
+    assert 11 in train_losses(run_dir), "training did not go on while step 8 was written"
+    assert listed == ["step_4.pt"] and partial
+    resumed = run_cli(path, run_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert events(run_dir, "resume")[-1]["step"] == 4  # never the half-written step 8
+    assert train_losses(run_dir) == train_losses(tmp_path / "ref")  # bit for bit
+
+
+def _losses_if_any(run_dir):
+    try:
+        return train_losses(run_dir)
+    except (FileNotFoundError, ValueError, KeyError):
+        return {}

@@ -45,7 +45,22 @@ class Saved:
     step: int
     kind: str  # "regular", "best", "final"
     bytes: int
-    seconds: float
+    seconds: float  # from the start of the save until it was committed
+    stall: float | None = None  # of a background save: how long training waited for it
+
+
+@dataclass
+class _Pending:
+    """A background save begun and not yet committed (at most one at a time)."""
+
+    handle: object  # the store's (``ShardedStore.begin_save``)
+    name: str
+    kind: str
+    step: int
+    epoch: int
+    started: float
+    stall: float
+    entries: list[dict]  # the index as it was before the write
 
 
 def _int(value) -> bool:
@@ -83,7 +98,7 @@ def valid_entry(entry) -> tuple[dict | None, str]:
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int, name: str, best_name: str | None, final_name: str,
-                 save=None, repair: bool = True, store: CheckpointStore | None = None):
+                 save=None, repair: bool = True, store: CheckpointStore | None = None, background: bool = False):
         self.dir = Path(directory)
         self.keep = keep
         self.name = name
@@ -94,11 +109,16 @@ class Checkpointer:
         # Only one process may mend a damaged index or set a file aside: rank 0. The
         # others read the same files and reach the same answer without writing.
         self.repair = repair
+        # checkpoint.async: regular and best saves are written in the background by a store that
+        # can (``begin_save``/``finish``: the sharded one); ``pending`` is the one in flight.
+        self.background = background and hasattr(self.store, "begin_save")
+        self.pending: _Pending | None = None
 
     @classmethod
     def of(cls, directory: Path, policy: CheckpointPolicy, **kw) -> "Checkpointer":
         """The checkpointer a plan's checkpoint policy describes, for ``directory``."""
-        return cls(directory, policy.keep, policy.name, policy.best and policy.best.name, policy.final, **kw)
+        return cls(directory, policy.keep, policy.name, policy.best and policy.best.name, policy.final,
+                   background=policy.background, **kw)
 
     # ---- index ---------------------------------------------------------------------------
 
@@ -190,11 +210,59 @@ class Checkpointer:
         return template.format(step=step, epoch=epoch)
 
     def save(self, state: dict, kind: str, step: int, epoch: int) -> Saved:
-        state = {**state, "saved_as": {"kind": kind, "step": step, "epoch": epoch}}  # so an index can be rebuilt
         name = self.filename(kind, step, epoch)
-        entries = [e for e in self.index() if e["file"] != name]  # before the write: a first save finds none
+        entries = self._entries_but(name)
         started = time.perf_counter()
-        fingerprint = self.store.save(name, state)
+        fingerprint = self.store.save(name, _labelled(state, kind, step, epoch))
+        return self._record(entries, name, kind, step, epoch, fingerprint, started)
+
+    def begin(self, state: dict, kind: str, step: int, epoch: int) -> None:
+        """Start a background save and return once the state is copied (``settle`` commits it).
+        Only one is ever in flight: a pending one must be settled first."""
+        assert self.pending is None, "settle(wait=True) the pending save before beginning another"
+        name = self.filename(kind, step, epoch)
+        entries = self._entries_but(name)
+        started = time.perf_counter()
+        handle = self.store.begin_save(name, _labelled(state, kind, step, epoch))
+        self.pending = _Pending(handle, name, kind, step, epoch, started, time.perf_counter() - started, entries)
+
+    def settle(self, wait: bool) -> Saved | None:
+        """Commit the background save once every rank has written it: into the index, then
+        rotation (which sees only committed checkpoints). None while it is still being written
+        (``wait``: block until it is), or when none is pending. A failed write raises
+        CheckpointError, and the earlier checkpoints stay as they were."""
+        pending = self.pending
+        if pending is None:
+            return None
+        try:
+            fingerprint = self.store.finish(pending.handle, wait)
+        except CheckpointError:
+            self.pending = None
+            raise
+        if fingerprint is None:
+            return None
+        self.pending = None
+        saved = self._record(pending.entries, pending.name, pending.kind, pending.step, pending.epoch, fingerprint,
+                             pending.started)
+        saved.stall = pending.stall
+        return saved
+
+    def abandon(self) -> str | None:
+        """Wait for a background save's write to end, and forget it uncommitted (a run that failed
+        while it was written: whether every rank got this far is not known). Its name, if any."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return None
+        pending.handle.wait()
+        return pending.name
+
+    def _entries_but(self, name: str) -> list[dict]:
+        """The index less ``name``, read before the write: a first save finds none (and rebuilds nothing)."""
+        return [e for e in self.index() if e["file"] != name]
+
+    def _record(self, entries: list[dict], name: str, kind: str, step: int, epoch: int, fingerprint: dict,
+                started: float) -> Saved:
+        """A written checkpoint into the index (the completion marker, written last), then rotation."""
         if not self.repair:  # another rank's part of a sharded save: rank 0 records it
             return Saved(self.dir / name, step, kind, 0, time.perf_counter() - started)
         entry = {"file": name, "step": step, "epoch": epoch, "kind": kind, **fingerprint, "time": time.time()}
@@ -259,6 +327,11 @@ class Checkpointer:
                                                        else "left in place")
                 warn(f"checkpoint {name} cannot be loaded ({exc}); falling back to the previous one ({fate})")
         return None
+
+
+def _labelled(state: dict, kind: str, step: int, epoch: int) -> dict:
+    """The state with what it is (``saved_as``), so that a lost index can be rebuilt from the files."""
+    return {**state, "saved_as": {"kind": kind, "step": step, "epoch": epoch}}
 
 
 def _template_pattern(template: str) -> str:

@@ -19,7 +19,7 @@ from specrun.components.api import ComponentError
 from specrun.engine.checkpoint import Checkpointer, CheckpointError
 from specrun.engine.console import Console
 from specrun.engine.device import Unsupported
-from specrun.engine.loop import Interrupt, Outcome, RunFailed, train
+from specrun.engine.loop import Interrupt, Outcome, RunFailed, end_background_save, train
 from specrun.engine.lock import RunLocked
 from specrun.engine.rundir import (CsvLog, RunDir, claim_new_run, latest_run, outputs_outside, read_status,
                                    runs_root)
@@ -245,6 +245,7 @@ def execute(plan: Plan, opts: Options, dist=None) -> Outcome:
         outcome = _crashed(exc, run_dir, main, run.counters.step if run else 0)
     finally:
         if run is not None:
+            end_background_save(run)  # before the process group goes: its writes use it
             run.task.close()
         if dist is not None:
             dist.close()

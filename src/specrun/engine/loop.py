@@ -118,18 +118,63 @@ def _to_host(values: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def _save(run: Run, kind: str) -> None:
     read_back(run)  # counters, history and window as of this step
+    _settle(run, wait=True)  # at most one background save in flight: the pending one first
     state = snapshot(run)  # every rank: gathering FSDP shards is a collective
     collective = getattr(run.checkpointer.store, "every_rank_writes", False)  # sharded: each rank writes
     if not (run.main or collective):
         return
     c = run.counters
     epoch = int(c.micro // run.per_epoch) if run.per_epoch else 0
-    saved = run.checkpointer.save(state, kind, c.step, epoch)
+    if run.checkpointer.background and kind != "final":  # checkpoint.async; the run's end never waits twice
+        run.checkpointer.begin(state, kind, c.step, epoch)
+        return
+    _report(run, run.checkpointer.save(state, kind, c.step, epoch))
+
+
+def _checkpoint(run: Run, due: bool) -> None:
+    """The regular checkpoint when it is due; on the other steps, a background save
+    (checkpoint.async) is committed as soon as every rank has written it."""
+    if due:
+        _save(run, "regular")
+    else:
+        _settle(run, wait=False)
+
+
+def _settle(run: Run, wait: bool) -> None:
+    """Commit the background save (checkpoint.async) once every rank has written it; with
+    ``wait``, wait for it first. Every rank calls this at the same step."""
+    saved = run.checkpointer.settle(wait)
+    if saved is not None:
+        _report(run, saved)
+
+
+def end_background_save(run: Run) -> None:
+    """A run that ends with a background save in flight (it failed mid-run): the write ends
+    before the process group does. Alone, the save is committed; across ranks it is left
+    uncommitted, as the others may never get here to agree. The earlier checkpoints stand."""
+    if run.checkpointer.pending is None:
+        return
+    if run.dist is None:
+        try:
+            _settle(run, wait=True)
+            return
+        except CheckpointError:
+            pass  # the run's own failure is the one to report
+    name = run.checkpointer.abandon()
+    if name and run.main:
+        run.dir.event("warning", run.counters.step, message=f"checkpoint {name} was being written when the run "
+                      "failed: not kept; the earlier checkpoints are intact")
+
+
+def _report(run: Run, saved) -> None:
     if not run.main:
         return
-    run.dir.event("checkpoint", c.step, kind=kind, file=saved.path.name, bytes=saved.bytes,
-                  seconds=round(saved.seconds, 4))
-    run.console.say(f"checkpoint {saved.path.name} ({saved.bytes / 1e6:.2f} MB, {saved.seconds:.2f}s)")
+    more = {} if saved.stall is None else {"stall": round(saved.stall, 4), "committed_at": run.counters.step}
+    run.dir.event("checkpoint", saved.step, kind=saved.kind, file=saved.path.name, bytes=saved.bytes,
+                  seconds=round(saved.seconds, 4), **more)
+    how = f"{saved.seconds:.2f}s" if saved.stall is None else \
+        f"{saved.stall:.2f}s stall, on disk after {saved.seconds:.2f}s"
+    run.console.say(f"checkpoint {saved.path.name} ({saved.bytes / 1e6:.2f} MB, {how})")
 
 
 def validate(run: Run) -> dict[str, float]:
@@ -422,8 +467,7 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
         # 8. log row, then checkpoint: a kill between the two must not lose the row
         if val is not None or (window.count and due.get("log")):
             _log_row(run, window, val)
-        if due.get("checkpoint"):
-            _save(run, "regular")
+        _checkpoint(run, due.get("checkpoint"))
 
         # 9. console, then the end of the run if a gate or the sweep says so
         _progress(run, loop)
@@ -563,6 +607,7 @@ def _interrupted(run: Run, signum: int) -> Outcome:
         except CheckpointError as exc:
             msg = f"interrupted by {name} at step {run.counters.step}; saving failed: {exc}"
     else:
+        _settle(run, wait=True)  # a background save already begun is kept
         msg = f"interrupted by {name} at step {run.counters.step} (checkpoint.on_interrupt none: not saved)"
     run.dir.event("interrupted", run.counters.step, signal=name)
     return Outcome("interrupted", code, msg, run.counters.step)

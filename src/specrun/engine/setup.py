@@ -169,7 +169,8 @@ def setup(plan: Plan, run_dir: RunDir, console: Console, dist=None) -> Run:
         needs = _history_needs(plan)
         store = None  # one torch.save file per checkpoint, written by rank 0
         if sharded(plan):  # FSDP: each rank writes its own shards
-            store = ShardedStore(run_dir.checkpoints, lambda: live_template(model, optimizer), dist)
+            store = ShardedStore(run_dir.checkpoints, lambda: live_template(model, optimizer), dist,
+                                 background=plan.checkpoint.background)
         checkpointer = Checkpointer.of(run_dir.checkpoints, plan.checkpoint, repair=run_dir.main, store=store)
         guard = MemoryGuard(plan.memory, lambda: dev.empty_cache(device))
         val_batches = _val_batches(plan, task)

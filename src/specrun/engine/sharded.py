@@ -18,6 +18,15 @@ beyond what ``weights_only`` allows: only tensors go through DCP (never its pick
 "bytes" items), ``rest.pt`` is read with ``weights_only=True``, and DCP's metadata
 file is read with an unpickler that knows DCP's own metadata classes and nothing else.
 
+In the background (``checkpoint { async true }``: ``begin_save``, then ``finish``): rank 0
+writes rest.pt at once, every rank's tensors are copied into host memory (DCP's
+staging) and written by ``async_save`` on a thread, talking between ranks on a gloo
+group of its own; training goes on. At each step boundary the ranks agree (one small
+all-reduce, only while a save is pending) whether all of them have written their part;
+only then are the manifest and the rename done, on the training thread, exactly as
+above. A killed process leaves a ``.step_8.pt.partial`` that nothing lists or loads;
+a failed write raises on every rank, at the same step.
+
 Loading reshards: DCP reads, for each rank's tensors, the chunks they need, so a
 checkpoint written by 2 ranks loads on 1 or on 4 (and one written by a single
 process loads on several). ``full_state_dict`` gives the whole model (and
@@ -32,6 +41,7 @@ import os
 import pickle
 import shutil
 import warnings
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -235,12 +245,21 @@ class ShardedStore(CheckpointStore):
 
     every_rank_writes = True
 
-    def __init__(self, directory: Path, template=None, dist=None, whole: bool = False):
+    def __init__(self, directory: Path, template=None, dist=None, whole: bool = False, background: bool = False):
         super().__init__(directory)
         self.template = template  # () -> tensors to load into (live_template); None: rest.pt only
         self.whole = whole  # load() joins every shard in this process (export, inspection)
         self.dist = dist  # engine.distributed.Dist, or None in a single process
         self.files = FileStore(directory)  # checkpoints written before the run was sharded
+        # Background saves (checkpoint.async) talk between ranks on a gloo group of their own:
+        # their thread's collectives must never interleave with the training thread's.
+        # Created on every rank at once (a collective), when the run is set up.
+        self.background_group = None
+        self.stager = None  # DCP's, made by the first background save
+        if background and dist is not None:
+            import torch.distributed as td
+
+            self.background_group = td.new_group(backend="gloo")
 
     # collectives over the host group: agreement and the manifest's pieces, never a GPU sync
     def _group(self):
@@ -250,47 +269,125 @@ class ShardedStore(CheckpointStore):
         return self.dist.rank if self.dist is not None else 0
 
     def save(self, name: str, state: dict) -> dict:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
+
+        target, tmp = self._begin(name, state)
+        try:
+            writer = dcp.FileSystemWriter(str(tmp), sync_files=True)
+            with _quiet_single_process():
+                dcp.save(split_state(state)[0], storage_writer=writer, no_dist=self.dist is None)
+            return self._commit(target, tmp, self._pieces(_own_files(tmp, self._rank())))
+        except (OSError, RuntimeError, CheckpointException) as exc:
+            self._abandon(tmp)
+            raise _not_written(target, _reason(exc)) from exc
+
+    def begin_save(self, name: str, state: dict) -> "BackgroundSave":
+        """Start writing ``state`` and return at once: its tensors are copied into host memory
+        first (DCP's staging), so training may change the live ones; every rank's shards are
+        written on a thread of its own. Nothing is committed until ``finish``."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.api import CheckpointException
+
+        if self.dist is None:  # the writing thread cannot be told per call that we know
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        target, tmp = self._begin(name, state)
+        try:
+            writer = dcp.FileSystemWriter(str(tmp), sync_files=True)
+            written = dcp.async_save(split_state(state)[0], storage_writer=writer, async_stager=self._stager(),
+                                     process_group=self.background_group, no_dist=self.dist is None)
+        except (OSError, RuntimeError, CheckpointException) as exc:
+            self._abandon(tmp)
+            raise _not_written(target, _reason(exc)) from exc
+        return BackgroundSave(target, tmp, written, self._rank())
+
+    def finish(self, pending: "BackgroundSave", wait: bool) -> dict | None:
+        """Commit a background save once every rank's shards are on disk: its fingerprint (rank 0;
+        {} elsewhere), or None while any rank is still writing (only when not ``wait``). Every rank
+        calls it at the same step and all reach the same answer. A failed write raises
+        CheckpointError on every rank, and leaves no trace but the earlier checkpoints."""
         import torch
         import torch.distributed as td
-        import torch.distributed.checkpoint as dcp
+
+        if wait:
+            pending.wait()
+        status = torch.tensor([0 if pending.files.done() else 1, 1 if pending.failed() else 0])
+        if self.dist is not None:  # the same decision on every rank, on the same step
+            td.all_reduce(status, op=td.ReduceOp.MAX, group=self._group())
+        not_done, failed = status.tolist()
+        if failed and not not_done:
+            self._abandon(pending.tmp)
+            reason = _reason(pending.files.exception()) if pending.failed() else "another rank could not write its shards"
+            raise _not_written(pending.target, reason)
+        if not_done:
+            return None
+        try:
+            return self._commit(pending.target, pending.tmp, self._pieces(pending.files.result()))
+        except (OSError, RuntimeError) as exc:
+            self._abandon(pending.tmp)
+            raise _not_written(pending.target, os_reason(exc)) from exc
+
+    def _stager(self):
+        """DCP's stager, kept for the run: it keeps the host copy of every tensor between saves
+        and copies into it, rather than allocating the state's size again each time (at most
+        one background save is in flight, so the copy is free when the next one begins)."""
+        if self.stager is None:
+            from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+            self.stager = DefaultStager(StagingOptions(use_pinned_memory=False, use_shared_memory=False,
+                                                       use_async_staging=False, use_non_blocking_copy=False))
+        return self.stager
+
+    # the steps of a save, shared by the blocking and the background one
+    def _begin(self, name: str, state: dict) -> tuple[Path, Path]:
+        """(target, the partial directory to write into), clean, with rank 0's rest.pt in it already."""
+        import torch
+        import torch.distributed as td
 
         target = self.path(name)
         tmp = target.with_name(f".{target.name}.partial")
         main = self._rank() == 0
-        tensors, rest = split_state(state)
         try:
             if main:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(tmp, ignore_errors=True)  # a crashed attempt's leftovers
+                tmp.mkdir()
+                with open(tmp / REST, "wb") as fh:  # small, and written now: the live objects move on
+                    torch.save(split_state(state)[1], fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
             if self.dist is not None:
                 td.barrier(group=self._group())  # nobody writes into it before it is clean
-            writer = dcp.FileSystemWriter(str(tmp), sync_files=True)
-            with _quiet_single_process():
-                dcp.save(tensors, storage_writer=writer, no_dist=self.dist is None)
-            own = {p.name: {"bytes": p.stat().st_size, "crc32": file_crc32(p)}
-                   for p in tmp.glob(f"__{self._rank()}_*.distcp")}
-            pieces = [own]
-            if self.dist is not None:
-                pieces = [None] * self.dist.world_size
-                td.all_gather_object(pieces, own, group=self._group())
-            if not main:
-                return {}
-            with open(tmp / REST, "wb") as fh:
-                torch.save(rest, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            files = {n: f for piece in pieces for n, f in piece.items()}
-            for extra in (METADATA, REST):
-                files[extra] = {"bytes": (tmp / extra).stat().st_size, "crc32": file_crc32(tmp / extra)}
-            write_json_atomic(tmp / MANIFEST, {"files": files, "world_size": len(pieces)})
-            fsync_dir(tmp)
-            self._replace(tmp, target)
         except (OSError, RuntimeError) as exc:
-            if main:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise CheckpointError(f"could not write checkpoint {target}: {os_reason(exc)}; "
-                                  "earlier checkpoints are intact") from exc
-        return self.fingerprint(name)
+            self._abandon(tmp)
+            raise _not_written(target, os_reason(exc)) from exc
+        return target, tmp
+
+    def _pieces(self, own: dict) -> list[dict]:
+        """Every rank's files (name -> size and CRC-32), gathered: the manifest's parts."""
+        import torch.distributed as td
+
+        if self.dist is None:
+            return [own]
+        pieces = [None] * self.dist.world_size
+        td.all_gather_object(pieces, own, group=self._group())
+        return pieces
+
+    def _commit(self, target: Path, tmp: Path, pieces: list[dict]) -> dict:
+        """Rank 0 adds the manifest and renames the directory into place."""
+        if self._rank() != 0:
+            return {}
+        files = {n: f for piece in pieces for n, f in piece.items()}
+        for extra in (METADATA, REST):
+            files[extra] = {"bytes": (tmp / extra).stat().st_size, "crc32": file_crc32(tmp / extra)}
+        write_json_atomic(tmp / MANIFEST, {"files": files, "world_size": len(pieces)})
+        fsync_dir(tmp)
+        self._replace(tmp, target)
+        return self.fingerprint(target.name)
+
+    def _abandon(self, tmp: Path) -> None:
+        if self._rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _replace(self, tmp: Path, target: Path) -> None:
         """Put the finished directory in place; an older one of the same name goes only after."""
@@ -379,6 +476,50 @@ class ShardedStore(CheckpointStore):
             return self.files.fingerprint(name)
         manifest = _read_manifest(path)
         return {"bytes": sum(f["bytes"] for f in manifest["files"].values()), "crc32": file_crc32(path / MANIFEST)}
+
+
+class BackgroundSave:
+    """A save whose shards are being written on DCP's thread. ``files`` becomes this rank's
+    part of the manifest (its shard files' sizes and CRC-32s) once they are on disk, or the
+    write's error."""
+
+    def __init__(self, target: Path, tmp: Path, written, rank: int):
+        self.target, self.tmp = target, tmp
+        self.files: Future = Future()
+        written.add_done_callback(lambda done: self._written(done, rank))
+
+    def _written(self, done, rank: int) -> None:  # on the writing thread
+        try:
+            done.result()
+            self.files.set_result(_own_files(self.tmp, rank))
+        except BaseException as exc:  # kept for finish(), which raises it on the training thread
+            self.files.set_exception(exc)
+
+    def failed(self) -> bool:
+        return self.files.done() and self.files.exception() is not None
+
+    def wait(self) -> None:
+        """Until this rank's part has ended, written or failed."""
+        self.files.exception()
+
+
+def _not_written(target: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"could not write checkpoint {target}: {reason}; earlier checkpoints are intact")
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong in a write, in the OS's words where it has some: DCP gathers every rank's
+    error into one CheckpointException, whose own text is a traceback per rank."""
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, dict) and failures:
+        first = next(iter(failures.values()))
+        return os_reason(first[0] if isinstance(first, tuple) else first)
+    return os_reason(exc)
+
+
+def _own_files(tmp: Path, rank: int) -> dict:
+    """This rank's shard files in a partial checkpoint: name -> size and CRC-32."""
+    return {p.name: {"bytes": p.stat().st_size, "crc32": file_crc32(p)} for p in tmp.glob(f"__{rank}_*.distcp")}
 
 
 def _all_keys_in(tree: dict, prefix: str, saved: set) -> bool:

@@ -48,11 +48,12 @@ class Spec:
 
     @property
     def hash(self) -> str:
-        """The experiment's identity. `checkpoint.resume` and `sweep` are left out: where a
-        run starts from, or how others around it are searched, is not what it is."""
+        """The experiment's identity. `checkpoint.resume`, `checkpoint.async` and `sweep` are left
+        out: where a run starts from, whether its checkpoints are written in the background, or
+        how others around it are searched, is not what it is."""
         data = {k: v for k, v in self.data.items() if k != "sweep"}  # how to search is not what a run is
         if isinstance(data.get("checkpoint"), dict):
-            data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k != "resume"}
+            data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k not in ("resume", "async")}
             if not data["checkpoint"]:  # `--set checkpoint.resume=latest` on a spec without the block
                 del data["checkpoint"]
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]

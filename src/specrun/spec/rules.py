@@ -147,6 +147,18 @@ def _fsdp_diagnostics(loc: Located, data: dict) -> list[Diagnostic]:
                        f"use strategy ddp, or an optimizer made for shards: {', '.join(fits)}")]
 
 
+def _async_needs_shards(loc: Located, data: dict) -> list[Diagnostic]:
+    """checkpoint.async writes DCP shards in the background: only sharded (FSDP) checkpoints have them."""
+    if as_block(data.get("checkpoint")).get("async") is not True or \
+            as_block(data.get("distributed")).get("strategy") == "fsdp":
+        return []
+    return [Diagnostic("E600", "checkpoint.async writes sharded checkpoints in the background, and this run's "
+                               "checkpoints are not sharded (that takes distributed.strategy fsdp)",
+                       loc.value_span(("checkpoint", "async")),
+                       "drop async (a one-file checkpoint is written by rank 0 while the others wait), "
+                       "or set distributed { strategy fsdp }")]
+
+
 def _progress_needs_an_end(data: dict) -> list[Diagnostic]:
     """`run.progress` is a share of max_steps or max_epochs: a run without either has none."""
     refs = sorted((n.span for _, g in gates_in(data) for n in ex.walk(g.expr)
@@ -200,6 +212,7 @@ def _cross_field(loc: Located, data: dict) -> list[Diagnostic]:
             out.append(Diagnostic("E203", f"expect ... by must be more than 0, got {by}",
                                   loc.value_span(("expect", i, "by"))))
     out += _fsdp_diagnostics(loc, data)
+    out += _async_needs_shards(loc, data)
     out += output_path_diagnostics(loc, data)
     if unbounded:
         out += _progress_needs_an_end(data)
