@@ -105,3 +105,22 @@ def test_the_specs_own_csv_is_a_sink_too(tmp_path):
     assert [(r["step"], r["loss"]) for r in rows] == [(m["step"], m["train.loss"]) for m in metrics]
     assert [r["phase"] for r in rows] == ["1", "1", "1"]  # promoted to b (index 1) at step 3
     assert {r["lr"] for r in rows} == {"0.01"}
+
+
+def test_the_api_callback_gets_a_copy_of_each_row():
+    """specrun.run(..., on_metrics=f): whatever f does to its row, the other sinks' row is as logged."""
+    from specrun.engine.sinks.callback import Callback
+
+    seen, sinks, recorder = [], Sinks(), Recorder()
+
+    def meddle(row):
+        seen.append(dict(row))
+        row["train.loss"] = -1.0
+        row.clear()
+
+    sinks.add(Callback(meddle))
+    sinks.add(recorder)
+    sinks.row({"step": 1, "train.loss": 0.5})
+    sinks.event(1, "checkpoint", {"file": "step_1.pt"})  # rows only: an event is not the callback's
+    assert seen == [{"step": 1, "train.loss": 0.5}] and recorder.rows == [{"step": 1, "train.loss": 0.5}]
+    assert [(e["step"], e["event"], e["file"]) for e in recorder.events] == [(1, "checkpoint", "step_1.pt")]
