@@ -190,6 +190,24 @@ def csv_rows(path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), rows
 
 
+def resumes_bit_for_bit(spec, tmp_path, signal_at, step: int = 5) -> None:
+    """``spec`` run straight through (tmp_path/reference) and interrupted by SIGINT after
+    ``step`` then rerun (tmp_path/run) ends with the same losses and the same final weights,
+    bit for bit. The working folder must be tmp_path."""
+    import torch
+
+    assert run_inproc(spec, tmp_path / "reference").code == 0
+    signal_at(step)
+    assert run_inproc(spec, tmp_path / "run").code == 130
+    assert run_inproc(spec, tmp_path / "run").code == 0
+    assert train_losses(tmp_path / "run") == train_losses(tmp_path / "reference")
+    expected, got = (torch.load(tmp_path / d / "checkpoints" / "final.pt", weights_only=True)["model"]
+                     for d in ("reference", "run"))
+    assert expected.keys() == got.keys()
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+
+
 def train_losses(run_dir, convert=str) -> dict:
     """Each step's train.loss in metrics.csv, ``convert``ed: by default the text itself, so that
     equal is bit for bit; ``float`` to compare within a tolerance. A step trained again after a

@@ -18,7 +18,8 @@ import specrun.engine.execute as execute_mod
 import specrun.engine.rundir as rundir_mod
 from specrun.cli import main
 
-from .conftest import FAST_SPEC, csv_rows, events, index_entries, run_inproc, train_losses, write_spec
+from .conftest import (FAST_SPEC, csv_rows, events, index_entries, resumes_bit_for_bit, run_inproc, train_losses,
+                       write_spec)
 
 
 def _weights(run_dir, name="final.pt"):
@@ -72,15 +73,7 @@ def test_bf16_optimizer_state_resumes_exactly(tmp_path, monkeypatch, signal_at, 
     text = FAST_SPEC.replace("optimizer adamw { lr 0.01 }",
                              f"optimizer {optimizer} {{\n  lr 0.003\n  state_dtype bf16\n}}")
     assert text != FAST_SPEC
-    spec = write_spec(tmp_path, text)
-    assert run_inproc(spec, tmp_path / "reference").code == 0
-    signal_at(5)
-    assert run_inproc(spec, tmp_path / "run").code == 130
-    assert run_inproc(spec, tmp_path / "run").code == 0
-    assert train_losses(tmp_path / "run") == train_losses(tmp_path / "reference")
-    expected = _weights(tmp_path / "reference")
-    for k, w in _weights(tmp_path / "run").items():
-        assert torch.equal(w, expected[k]), k
+    resumes_bit_for_bit(write_spec(tmp_path, text), tmp_path, signal_at)
     # the moments too: Lion's signs would hide a different rounding for a few steps
     moments = [torch.load(d / "checkpoints" / "final.pt", weights_only=True)["optimizer"]["state"]
                for d in (tmp_path / "run", tmp_path / "reference")]
