@@ -89,6 +89,19 @@ def kill_at(spec, run_dir, step: int) -> None:
     proc.wait()
 
 
+def wait_rows(proc, run_dir, rows: int, timeout=180) -> None:
+    """Wait until the run ``proc`` (still running, asserted) has logged ``rows`` rows to metrics.csv."""
+    metrics = Path(run_dir) / "metrics.csv"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if metrics.exists() and sum(1 for _ in open(metrics)) - 1 >= rows:
+            return
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("the run did not get going")
+
+
 def two_processes_match_one(spec, tmp_path, steps: int, batch: int = 16) -> subprocess.CompletedProcess:
     """Run ``spec`` (two processes) in tmp_path/two and on one process with the same global
     ``batch`` in tmp_path/one: both finish and log steps 1..``steps`` with the same losses (to

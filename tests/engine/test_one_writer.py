@@ -10,8 +10,7 @@ import pytest
 
 from specrun.engine.lock import RunLocked, lock_run_dir
 
-from .conftest import FAST_SPEC, csv_rows, env, events, run_inproc, specrun_cmd, write_spec
-from .test_signals import _wait_rows
+from .conftest import FAST_SPEC, csv_rows, env, events, run_inproc, specrun_cmd, wait_rows, write_spec
 
 LONG = FAST_SPEC.replace("max_steps 12", "max_steps 100000").replace("every 4 steps", "every 100000 steps")
 
@@ -105,7 +104,7 @@ def test_a_job_killed_before_its_first_checkpoint_is_requeued_with_the_same_comm
     run_dir = tmp_path / "run"
     cmd = specrun_cmd("run", spec, "--run-dir", run_dir, "--quiet")
     first = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_rows(first, run_dir, 3)
+    wait_rows(first, run_dir, 3)
     first.send_signal(signal.SIGKILL)  # preempted: no handler runs, no checkpoint
     first.wait(timeout=60)
     again = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)

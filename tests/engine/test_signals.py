@@ -3,12 +3,11 @@
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
-from .conftest import FAST_SPEC, env, events, index_entries, specrun_cmd, write_spec
+from .conftest import FAST_SPEC, env, events, index_entries, specrun_cmd, wait_rows, write_spec
 
 # long enough that the signal lands mid-run, short enough that the resumed run finishes quickly
 SPEC = FAST_SPEC.replace("max_steps 12", "max_steps 150").replace("every 4 steps", "every 1000 steps")
@@ -19,25 +18,13 @@ def _start(spec, run_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_rows(proc, run_dir, rows: int, timeout=180) -> None:
-    metrics = run_dir / "metrics.csv"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        if metrics.exists() and sum(1 for _ in open(metrics)) - 1 >= rows:
-            return
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("the run did not get going")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_final_and_the_rerun_resumes(tmp_path, sig, code):
     spec = write_spec(tmp_path, SPEC)
     run_dir = tmp_path / "run"
     proc = _start(spec, run_dir)
-    _wait_rows(proc, run_dir, 5)
+    wait_rows(proc, run_dir, 5)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     name = signal.Signals(sig).name
