@@ -13,19 +13,30 @@ clip_grad_norm_, a fused AdamW step (what specrun's ``adamw`` builds), zero_grad
 the loss every step: its numbers stay on the device until a log row (or a gate, a
 checkpoint) reads them, all pending steps in one transfer.
 
-Time per step: both loops record a time stamp at the end of every step (specrun's
-through the Console.progress call its loop makes once per step); the figure is the
-mean over steps [warmup, steps) of a repeat, and the median of that over repeats.
-Start-up (building the model, the run directory) and the end (specrun writes
-final.pt) are reported apart: they are paid once per run, not per step.
+Side by side, step by step (the figure held to the target): one specrun run of
+--paired-steps steps, and inside it, at the end of every step (the Console.progress call
+specrun's loop makes once per step), one step of the plain loop on its own model and
+optimizer (the same seed, the same batch). Each specrun step and the plain step after it
+are timed apart (this thread's CPU time; wall time beside it) within a millisecond of each
+other, so the machine's drift, which on this shared VM moves the step time by +-20% between
+runs a minute apart, lands on both. Printed: the median of the per-pair differences (the
+engine's cost per optimizer step, in us; the target is 20 us at most), the difference of
+the two medians, the median per-pair ratio, the mean difference (log rows and reads
+included), and a calibration: the same harness around two identical plain loops, which
+reads what the machine's noise makes of a true difference of zero. Both loops must end
+with bitwise the same weights.
 
-    OMP_NUM_THREADS=1 python bench/overhead.py [--repeats 7] [--steps 300] [--no-profile]
+Whole runs, interleaved (the earlier measure, still printed): --repeats runs of each loop,
+plain and specrun alternately, each stamping the end of every step; per-step means and
+median single steps. Start-up (building the model, the run directory) and the end
+(specrun writes final.pt) are reported apart: they are paid once per run, not per step.
+
+    OMP_NUM_THREADS=1 python bench/overhead.py [--paired-steps 4000] [--repeats 7] [--steps 300] [--no-profile]
 
 Defaults to the smallest model (width 32, depth 4, batch 16), where the fixed cost shows
-most. Prints the medians, the ratio specrun/plain, the engine's cost per optimizer step
-in microseconds (median of the per-repeat differences, CPU time; the target is 20 us at
-most), a cProfile of one more specrun run (where the time goes), and checks that both
-loops ended with the same weights (the same arithmetic on the same data from the same seed).
+most. Ends with a cProfile of one more specrun run (where the time goes), and specrun's
+own per-step code ranked by its share of it. ``--attribute`` times the pieces of work
+specrun's step adds, one by one; ``--ablate`` adds them to the plain loop, in the loop.
 
 ``--trackers`` logs to TensorBoard, MLflow (SQLite in a temp dir) and W&B (offline)
 as well; with ``--log-every 1`` every step sends a row to all three. Measured
@@ -133,20 +144,41 @@ EXTRAS = {
 }
 
 
-def plain_run(params: dict, batches: list[dict], steps: int, extras=frozenset()) -> tuple[list, float, dict]:
-    """The plain loop; ``extras`` adds pieces of specrun's per-step work to it (for --ablate)."""
-    t0 = time.perf_counter()
+def plain_model(params: dict):
+    """The plain loop's model and optimizer: what specrun builds from SPEC, by hand."""
     torch.manual_seed(0)  # what specrun's seed_everything(0) does before building the model
     model = build_mlp({"width": params["width"], "depth": params["depth"], "dropout": 0.0},
                       {"in_features": params["features"], "classes": params["classes"]}, None)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                             fused=True)
+    model.train()
+    return model, opt
+
+
+def plain_step(model, opt, batch: dict) -> float:
+    """One step of the plain loop: forward, loss, backward, clip, fused AdamW, zero_grad, loss.item()."""
+    logits = model(batch)["logits"]
+    loss = torch.nn.functional.cross_entropy(logits, batch["targets"])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def plain_run(params: dict, batches: list[dict], steps: int, extras=frozenset()) -> tuple[list, float, dict]:
+    """The plain loop; ``extras`` adds pieces of specrun's per-step work to it (for --ablate)."""
+    t0 = time.perf_counter()
+    model, opt = plain_model(params)
     pending = []
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0) if "scheduler" in extras else None
-    model.train()
     stamps = [(time.perf_counter(), time.thread_time())]
     for i in range(steps):
         batch = batches[i]
+        if not extras:
+            plain_step(model, opt, batch)
+            stamps.append((time.perf_counter(), time.thread_time()))
+            continue
         logits = model(batch)["logits"]
         if "loss_wrapper" in extras:
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
@@ -201,6 +233,126 @@ def ablate(params, plan, data, batches, stamps, repeats, warmup) -> None:
         delta = statistics.median(b - a for a, b in zip(plain, t))
         what = EXTRAS.get(name[2:], "")
         print(f"  {name:22s} {statistics.median(t) * 1e3:7.3f} ms  {delta * 1e6:+7.0f} us  {what}")
+
+
+# ---- step by step, side by side --------------------------------------------------------------------
+
+class PairedSteps:
+    """Plain steps run inside specrun's loop, each step of either loop timed on its own.
+
+    specrun's loop calls Console.progress once at the end of every step. There, after every
+    ``block``-th specrun step, this hook runs ``block`` steps of the plain loop (its own model
+    and optimizer from the same seed, on the batches specrun's steps just took) and times
+    each; a specrun step is the time from the end of the previous hook to the end of this
+    progress call. So each block of specrun steps and its block of plain steps are measured
+    within milliseconds of each other: a machine whose speed drifts by tens of percent over
+    seconds (a shared VM) moves both alike. ``block 1`` alternates single steps (a pair within
+    a millisecond), but then each loop runs with the other's memory in the caches, which
+    slows both (by ~150 us a step here) and the bigger one more; blocks of a few steps let
+    each loop run warm, as it does on its own, and still pair within ~10 ms.
+    """
+
+    def __init__(self, params: dict, batches: list[dict], block: int, label: str = "specrun"):
+        self.model, self.opt = plain_model(params)
+        self.label = label
+        self.batches, self.block = batches, block
+        self.specrun: list[tuple[float, float]] = []  # (wall, CPU) seconds of each specrun step
+        self.plain: list[tuple[float, float]] = []  # of each plain step, block by block
+        self._end = None  # clocks at the end of the last hook: specrun's next step starts there
+
+    def install(self):
+        original, pairs = Console.progress, self
+
+        def progress(console, *args, **kwargs):
+            original(console, *args, **kwargs)
+            now = time.perf_counter(), time.thread_time()
+            if pairs._end is not None:
+                pairs.specrun.append((now[0] - pairs._end[0], now[1] - pairs._end[1]))
+            if len(pairs.specrun) % pairs.block == 0:
+                for _ in range(min(pairs.block, len(pairs.batches) - len(pairs.plain))):
+                    plain_step(pairs.model, pairs.opt, pairs.batches[len(pairs.plain)])
+                    then = time.perf_counter(), time.thread_time()
+                    pairs.plain.append((then[0] - now[0], then[1] - now[1]))
+                    now = then
+            pairs._end = time.perf_counter(), time.thread_time()
+
+        Console.progress = progress
+        return original
+
+    def report(self, warmup: int) -> float:
+        """Print the paired figures; the engine's overhead (CPU seconds a step, median paired difference)."""
+        n = min(len(self.specrun), len(self.plain)) // self.block * self.block
+        pairs = list(zip(self.specrun[:n], self.plain[:n]))[warmup // self.block * self.block:]
+        blocks = [pairs[i:i + self.block] for i in range(0, len(pairs), self.block)]
+        print(f"  blocks of {self.block} step(s), {len(pairs)} pairs (the first {warmup} steps left out):")
+        cost = 0.0
+        for clock, name in ((1, "CPU time"), (0, "wall time")):
+            spec = statistics.median(s[clock] for s, _ in pairs)
+            plain = statistics.median(p[clock] for _, p in pairs)
+            diffs = sorted(statistics.median(s[clock] for s, _ in b) - statistics.median(p[clock] for _, p in b)
+                           for b in blocks)
+            ratios = [statistics.median(s[clock] for s, _ in b) / statistics.median(p[clock] for _, p in b)
+                      for b in blocks]
+            q1, med, q3 = diffs[len(diffs) // 4], statistics.median(diffs), diffs[3 * len(diffs) // 4]
+            mean = statistics.fmean(s[clock] for s, _ in pairs) - statistics.fmean(p[clock] for _, p in pairs)
+            print(f"    {name:9s} plain {plain * 1e6:6.1f} us, {self.label} {spec * 1e6:6.1f} us a step (medians, "
+                  f"difference {(spec - plain) * 1e6:+5.1f} us); "
+                  f"paired difference {med * 1e6:+5.1f} us (median; quartiles {q1 * 1e6:+.1f} .. {q3 * 1e6:+.1f}), "
+                  f"ratio {statistics.median(ratios):.3f}; mean difference, log rows and reads included "
+                  f"{mean * 1e6:+.1f} us")
+            cost = med if clock == 1 else cost
+        return cost
+
+    def same_weights(self, specrun_weights: dict) -> tuple[bool, bool]:
+        theirs = {k: v.detach() for k, v in self.model.state_dict().items()}
+        return (all(torch.equal(theirs[k], specrun_weights[k]) for k in theirs),
+                all(torch.allclose(theirs[k], specrun_weights[k], rtol=1e-5, atol=1e-7) for k in theirs))
+
+
+def null_pairs(params: dict, batches: list[dict], block: int, warmup: int) -> None:
+    """The same harness around two identical plain loops: what the paired figures read when the
+    true difference is zero (this machine's noise floor and the harness's own bias)."""
+    pairs = PairedSteps(params, batches, block, label="plain 2")
+    original = pairs.install()
+    model, opt = plain_model(params)
+    console = Console(quiet=True)
+    try:
+        for i, batch in enumerate(batches):
+            plain_step(model, opt, batch)
+            console.progress("train", i + 1, len(batches), 0.0, None, None)
+    finally:
+        Console.progress = original
+    print("  calibration, plain loop against plain loop (a true difference of zero):")
+    pairs.report(warmup)
+
+
+def paired(params: dict, steps: int, warmup: int, blocks: list[int], base: Path) -> bool:
+    """specrun runs of ``steps`` steps with the plain loop's steps paired with theirs (PairedSteps),
+    once for each block size; the last block size's figure is the one held to the target."""
+    plan = build_plan(check(parse(SPEC.format(**{**params, "steps": steps, "trackers": ""}), "overhead.train")))
+    batches = make_batches(params, steps)
+    serve_from(batches)
+    print(f"side by side, step by step: plain steps run inside specrun's loop (--paired-steps {steps}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    ok, cost = True, 0.0
+    for block in blocks:
+        pairs = PairedSteps(params, batches, block)
+        original = pairs.install()
+        try:
+            out = execute(plan, Options(run_dir=str(base / f"paired{block}"), quiet=True, runs_base=str(base)))
+        finally:
+            Console.progress = original
+        assert out.code == 0, out.message
+        cost = pairs.report(warmup)
+        same, close = pairs.same_weights(torch.load(base / f"paired{block}" / "checkpoints" / "final.pt",
+                                                    weights_only=True)["model"])
+        print(f"    same final weights (the plain loop's and specrun's final.pt): "
+              f"{'bitwise' if same else ('within 1e-5' if close else 'NO')}")
+        ok = ok and close
+    null_pairs(params, batches, blocks[-1], warmup)
+    print(f"  engine overhead per optimizer step: {cost * 1e6:+.1f} us CPU time (median paired difference, "
+          f"blocks of {blocks[-1]}); target at most 20 us: {'met' if cost <= 20e-6 else 'NOT met'}")
+    return ok
 
 
 # ---- the specrun run --------------------------------------------------------------------------------
@@ -330,6 +482,10 @@ def attribute(plan, batches) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--paired-steps", type=int, default=4000,
+                    help="steps of each side-by-side run (plain steps inside specrun's loop); 0: none")
+    ap.add_argument("--pair-blocks", default="1",
+                    help="block sizes of the side-by-side runs, one run each (the last is held to the target)")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=20, help="steps left out of the per-step figure")
@@ -360,6 +516,14 @@ def main(argv=None) -> int:
     if args.attribute:
         attribute(plan, batches)
         return 0
+    paired_ok = True
+    if args.paired_steps and not args.ablate:
+        with tempfile.TemporaryDirectory() as tmp:
+            paired_ok = paired(params, args.paired_steps, args.warmup,
+                               [int(b) for b in args.pair_blocks.split(",")], Path(tmp))
+        print()
+        print("whole runs, interleaved (plain, specrun, plain, ...): the earlier measure, at the mercy of "
+              "the machine's drift between runs")
     serve_from(batches)
     stamps = Stamps()
     stamps.install()
@@ -440,7 +604,14 @@ def main(argv=None) -> int:
             out = io.StringIO()
             pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats("specrun", 40)
             print(out.getvalue())
-    return 0 if close else 1
+            own = {f: v for f, v in pstats.Stats(prof).stats.items()  # called every step: the per-step path
+                   if "/src/specrun/" in f[0] and v[0] >= args.steps}
+            print(f"specrun's own Python code on the per-step path (cProfile's own time of its functions called "
+                  f"every step, inflated by the profiling): {sum(v[2] for v in own.values()) / args.steps * 1e6:.1f} "
+                  f"us a step; the most:")
+            for (path, line, name), v in sorted(own.items(), key=lambda kv: -kv[1][2])[:8]:
+                print(f"  {v[2] / args.steps * 1e6:6.1f} us  {Path(path).name}:{line} {name} ({v[0]} calls)")
+    return 0 if close and paired_ok else 1
 
 
 if __name__ == "__main__":

@@ -213,3 +213,16 @@ def test_micro_batch_scope_skips_a_step_with_nothing_left(tmp_path, monkeypatch)
     assert len(events(tmp_path / "run", "skip_micro_batch")) == 2
     # what is due on a skipped step still happens
     assert [e["step"] for e in events(tmp_path / "run", "validation")] == [3, 6, 9, 12]
+
+
+def test_the_skip_flag_is_the_same_read_on_the_host_or_computed_on_the_device():
+    """Alone on the CPU the flag is read (a constant tensor); across ranks it is computed, a fresh
+    tensor each step, since it is all-reduced in place. Both say the same."""
+    values = [torch.tensor(v) for v in (1.0, float("nan"), float("inf"), -float("inf"))]
+    for loss in values:
+        for norm in values:
+            host = Readout(torch.device("cpu")).nonfinite(loss, norm)
+            shared = Readout(torch.device("cpu"), alone=False)
+            device = shared.nonfinite(loss, norm)
+            assert host.item() == device.item() == float(not (loss.isfinite() and norm.isfinite()))
+            assert shared.nonfinite(loss, norm) is not device  # its own tensor, to all-reduce

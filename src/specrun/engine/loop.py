@@ -136,7 +136,7 @@ def _checkpoint(run: Run, due: bool) -> None:
     (checkpoint.async) is committed as soon as every rank has written it."""
     if due:
         _save(run, "regular")
-    else:
+    elif run.checkpointer.pending is not None:
         _settle(run, wait=False)
 
 
@@ -251,7 +251,8 @@ def reads_train_series(run: Run) -> bool:
 
 def _reads_now(run: Run, step: int, due: dict) -> bool:
     """A log row, a validation (its row), a checkpoint or an expectation falls on this step."""
-    return due.get("log") or due.get("validation") or due.get("checkpoint") or expectations.due(run)
+    return due.get("log") or due.get("validation") or due.get("checkpoint") or (
+        bool(run.plan.expectations) and expectations.due(run))
 
 
 def read_back(run: Run) -> None:
@@ -325,6 +326,8 @@ def _due(every: dict, section: str, step: int, epoch_done: int | None, micro: tu
     epoch, or the step whose micro-batches (``micro``: the count before and after it) pass a
     multiple of N micro-steps."""
     n = every.get(section)
+    if type(n) is int:  # the common case first: this runs for every section on every step
+        return step % n == 0
     if isinstance(n, list):
         return any(_due({section: one}, section, step, epoch_done, micro) for one in n)
     if hasattr(n, "due"):  # a wall-clock interval (engine/clock.py): checkpoint every 30min
@@ -494,7 +497,7 @@ def _start(run: Run) -> _Loop:
             run.model.set_switch(sw.name, run.switch_state[key])
     run.batches = run.task.train_batches(run.counters.micro)
     run.train_model.train()
-    run.readout = Readout(run.ctx.device)
+    run.readout = Readout(run.ctx.device, alone=run.dist is None)
     run.reads_every_step = reads_train_series(run)
     return _Loop(
         clip=plan.clip_grad_norm, drop_micro=plan.nonfinite.scope == "micro_batch",
@@ -576,7 +579,7 @@ def _guard_memory(run: Run) -> None:
 def _progress(run: Run, loop: _Loop) -> None:
     values = run.last_values  # of the last step the host has read: the console waits for nothing
     window, key = run.window, loop.key_metric
-    phase = "/".join(run.curriculum.phase_names().values()) or "train"
+    phase = "/".join(run.curriculum.phase_names().values()) if run.curriculum.axes else "train"
     run.console.progress(phase, run.counters.step, run.total_steps, window.steps / max(
         time.perf_counter() - window.started, 1e-9), values.get("loss"),
         (key, values[key[6:]]) if key and key[6:] in values else None)

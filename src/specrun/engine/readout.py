@@ -13,6 +13,8 @@ gradient norm is NaN or infinite, and an optimizer that takes PyTorch's ``found_
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 SKIP = "_skip"  # the key of the non-finite flag among a step's pending values
@@ -23,17 +25,25 @@ class Readout:
     # queue of kernels to drain) and costs less than handing it to the optimizer's kernels.
     free_reads = ("cpu",)
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, alone: bool = True):
         self.pending: list[tuple[int, float, list[str], list[torch.Tensor]]] = []  # step, lr, names, values
         self._one = torch.ones((), device=device)
         self.on_host = device.type in self.free_reads
+        # One process on a host device: the flag is read, not computed. Two reads cost less than
+        # a kernel and a fresh tensor a step (~15 us in the loop on a small model), and the flag
+        # is one of two constant tensors. Across ranks each step's flag is all-reduced in place:
+        # it must be its own tensor.
+        self._host_flags = (torch.zeros(()), torch.ones(())) if self.on_host and alone else None
 
     def nonfinite(self, loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
         """1.0 (float, on the device) if the loss or the gradient norm is NaN or infinite, else 0.0.
 
         GradScaler's own check: one kernel for both values, writing a fresh flag. It also
         multiplies them by one, which leaves every value (NaN and inf included) as it was.
+        Alone on a host device: the two values read, and a constant flag (never to be written).
         """
+        if self._host_flags is not None:
+            return self._host_flags[not (math.isfinite(loss.item()) and math.isfinite(norm.item()))]
         found = torch.zeros((), device=self._one.device)
         torch._amp_foreach_non_finite_check_and_unscale_([loss.float(), norm.float()], found, self._one)
         return found

@@ -89,7 +89,7 @@ def optimizer_step(run: Run, nonfinite: torch.Tensor) -> None:
             torch.maximum(found, nonfinite.to(found.device), out=found)
         scaler.step(opt)
         scaler.update()
-    elif skips_on_device(opt) and not on_host:
+    elif not on_host and skips_on_device(opt):
         opt.grad_scale, opt.found_inf = None, nonfinite
         try:
             opt.step()
