@@ -151,13 +151,14 @@ def test_the_shipped_parse_tables_match_the_grammar(monkeypatch):
     shipped = json.loads((resource_dir("grammar") / p.TABLES).read_text(encoding="utf-8"))
     assert shipped["grammar_sha256"] == p.grammar_key(grammar, "start"), \
         "stale: run `python -m specrun.spec.parse`"
+    # Tables from another lark version are rebuilt in memory (checked below), not used.
     texts = [f.read_text(encoding="utf-8") for f in sorted(resource_dir("specs").glob("*.train"))]
     texts += [f.read_text(encoding="utf-8", errors="replace")
               for f in sorted((Path(__file__).parent / "data" / "errors").glob("*.train"))]
     texts += [BASE, "spec a\nx = 1\n", "spec a\nx {\n", "spec a\nx [1,\n 2\n", "when 1\n"]
 
     def outcomes():
-        p._parser.cache_clear()
+        p.reload_parser()
         out = []
         for text in texts:
             try:
@@ -171,7 +172,7 @@ def test_the_shipped_parse_tables_match_the_grammar(monkeypatch):
         monkeypatch.setattr(p, "grammar_key", lambda grammar, start: "force a build in memory")
         assert outcomes() == from_file
     finally:
-        p._parser.cache_clear()
+        p.reload_parser()
 
 
 class _Planted:
@@ -198,11 +199,11 @@ def test_the_parser_reads_no_cache_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECRUN_CACHE_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     before = sorted(tmp_path.rglob("*"))
-    p._parser.cache_clear()
+    p.reload_parser()
     try:
         assert p.parse("spec b\nx 1 # c\n").comments[0].text == "# c"
     finally:
-        p._parser.cache_clear()
+        p.reload_parser()
     assert not marker.exists() and sorted(tmp_path.rglob("*")) == before
 
 
@@ -210,11 +211,29 @@ def test_stale_tables_are_ignored_and_the_parser_built_in_memory(monkeypatch):
     from specrun.spec import parse as p
 
     monkeypatch.setattr(p, "grammar_key", lambda grammar, start: "edited since")
-    p._parser.cache_clear()
+    p.reload_parser()
     try:
         assert p.parse("spec c\nx [1,\n 2]\n").items[1].value is not None
     finally:
-        p._parser.cache_clear()
+        p.reload_parser()
+
+
+def test_tables_from_another_lark_version_are_not_used(monkeypatch):
+    """A newer lark installed beside the shipped tables: they are rebuilt in memory, not loaded."""
+    import lark
+
+    from specrun.spec import parse as p
+
+    built = []
+    monkeypatch.setattr(lark, "__version__", "0.0.1")
+    monkeypatch.setattr(p, "Lark", type("CountingLark", (lark.Lark,), {
+        "__init__": lambda self, *a, **kw: (built.append(1), lark.Lark.__init__(self, *a, **kw))[1]}))
+    p.reload_parser()
+    try:
+        assert p.parse("spec c\nx [1,\n 2]\n").items[1].value is not None
+    finally:
+        p.reload_parser()
+    assert built == [1]
 
 
 # ---- check -------------------------------------------------------------------------------------

@@ -111,13 +111,17 @@ TABLES = "train.tables.json"  # beside the grammar; `python -m specrun.spec.pars
 
 
 def grammar_key(grammar: str, start: str) -> str:
-    """What the shipped tables were built from: the grammar, the start rule, the options, lark."""
+    """What the shipped tables were built from: the grammar, the start rule and the options.
+    (The lark version is recorded apart: tables from another lark are rebuilt, not stale.)"""
     import hashlib
 
+    return hashlib.sha256(f"{grammar}\0{start}\0{sorted(_LARK_OPTIONS.items())}".encode("utf-8")).hexdigest()
+
+
+def _lark_version() -> str:
     import lark
 
-    return hashlib.sha256(f"{grammar}\0{start}\0{sorted(_LARK_OPTIONS.items())}\0{lark.__version__}"
-                          .encode("utf-8")).hexdigest()
+    return lark.__version__
 
 
 def build_tables(start: str = "start") -> dict:
@@ -128,7 +132,8 @@ def build_tables(start: str = "start") -> dict:
     grammar = (resource_dir("grammar") / "train.lark").read_text(encoding="utf-8")
     data, memo = Lark(grammar, start=start, **_LARK_OPTIONS).memo_serialize([TerminalDef, Rule])
     data["options"] = {k: v for k, v in data["options"].items() if k not in ("postlex", "lexer_callbacks")}
-    return {"grammar_sha256": grammar_key(grammar, start), "tables": _to_json({"data": data, "memo": memo})}
+    return {"grammar_sha256": grammar_key(grammar, start), "lark": _lark_version(),
+            "tables": _to_json({"data": data, "memo": memo})}
 
 
 def _to_json(value):
@@ -155,6 +160,12 @@ def write_tables() -> Path:
     return path
 
 
+def reload_parser() -> None:
+    """Forget the parsers built in this process: the next parse reads the grammar and its
+    tables again (after regenerating them, or in a test that changes what they hold)."""
+    _parser.cache_clear()
+
+
 @lru_cache(maxsize=None)
 def _parser(start: str = "start") -> Lark:
     """The LALR parser, from the tables shipped beside the grammar (JSON, never a pickle).
@@ -172,7 +183,7 @@ def _parser(start: str = "start") -> Lark:
         try:
             shipped = json.loads((resource_dir("grammar") / TABLES).read_text(encoding="utf-8"),
                                  object_hook=_from_json)
-            if shipped["grammar_sha256"] == grammar_key(grammar, start):
+            if shipped["grammar_sha256"] == grammar_key(grammar, start) and shipped["lark"] == _lark_version():
                 return Lark.__new__(Lark)._load(shipped["tables"], **runtime)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # missing or unreadable: build below
