@@ -25,18 +25,18 @@ from .test_sharded_checkpoint import SPEC
 ASYNC = SPEC.replace("keep 2", "keep 2\n  async true")
 
 
-def _same(a, b, path="") -> None:
+def same_state(a, b, path="") -> None:
     """Two checkpoint states, equal to the bit: tensors, numbers, lists and dicts alike."""
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
     elif isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), path
         for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
+            same_state(a[k], b[k], f"{path}.{k}")
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{path}[{i}]")
+            same_state(x, y, f"{path}[{i}]")
     else:
         assert a == b, path
 
@@ -85,7 +85,7 @@ def test_an_async_save_holds_what_a_blocking_save_holds(tmp_path, monkeypatch):
     files = [e["file"] for e in index_entries(tmp_path / "blocking")]
     assert [e["file"] for e in index_entries(tmp_path / "async")] == files == ["step_8.pt", "step_12.pt", "final.pt"]
     for name in files:
-        _same(full_state_dict(tmp_path / "async" / "checkpoints" / name),
+        same_state(full_state_dict(tmp_path / "async" / "checkpoints" / name),
               full_state_dict(tmp_path / "blocking" / "checkpoints" / name), name)
     saved = {e["file"]: e for e in events(tmp_path / "async", "checkpoint")}
     assert all("stall" in saved[n] and saved[n]["committed_at"] >= saved[n]["step"] for n in ("step_4.pt", "step_8.pt"))

@@ -130,3 +130,21 @@ distributed {
 }
 """)
     two_processes_match_one(spec, tmp_path, steps=12, batch=8)
+
+
+def test_async_sharded_checkpoints_from_the_device_hold_what_blocking_ones_hold(tmp_path, monkeypatch):
+    """checkpoint.async stages the shards from device memory into host memory at the save's
+    step; what lands on disk is what a blocking save of the same step writes."""
+    from specrun.engine.sharded import full_state_dict
+
+    from .test_async_checkpoint import ASYNC, same_state
+    from .test_sharded_checkpoint import SPEC as SHARDED
+
+    monkeypatch.chdir(tmp_path)
+    for name, text in (("blocking", SHARDED), ("async", ASYNC)):
+        out = run_inproc(write_spec(tmp_path, text + f"device {DEVICE}\n", f"{name}.train"), tmp_path / name)
+        assert out.code == 0, out.message
+    assert train_losses(tmp_path / "async") == train_losses(tmp_path / "blocking")
+    for name in ("step_8.pt", "step_12.pt", "final.pt"):
+        same_state(full_state_dict(tmp_path / "async" / "checkpoints" / name),
+                   full_state_dict(tmp_path / "blocking" / "checkpoints" / name), name)
