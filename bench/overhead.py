@@ -446,7 +446,8 @@ def attribute(plan, batches) -> None:
         readout = loop.Readout(torch.device("cpu"))
 
         def read50():
-            readout.pending = [(1, 1e-3, ["loss", "grad_norm", "_skip"], [loss, norm, norm])] * 50
+            readout.add(1, 1e-3, {"loss": loss, "grad_norm": norm, "_skip": readout.nonfinite(loss, norm)})
+            readout.pending *= 50  # as the loop leaves them: alone on the CPU, numbers read already
             readout.read()
         values = {"loss": 1.0, "grad_norm": 0.5, "accuracy": 0.25, "lr": 1e-3}
         status_every = plan.settings["log"]["every"]
@@ -469,7 +470,7 @@ def attribute(plan, batches) -> None:
              lambda: readout.nonfinite(loss, norm), lambda: loss.item(), 1),
             ("readout.add of loss, grad_norm, skip flag (no transfer)",
              lambda: readout.add(1, 1e-3, {"loss": loss, "grad_norm": norm, "_skip": norm}), None, 1),
-            ("readout.read of 50 steps (one stack + tolist)", lambda: read50(), None, 50),
+            ("readout.read of 50 steps (a stack + tolist of what is still on the device)", lambda: read50(), None, 50),
             ("history.record_all + window.add (the read's replay of a step)",
              lambda: (run.history.record_all("train", values), window.add(values)), None, 1),
             ("precision.autocast() (nullcontext) enter/exit", lambda: run.precision.autocast().__enter__(), None, 1),

@@ -226,3 +226,22 @@ def test_the_skip_flag_is_the_same_read_on_the_host_or_computed_on_the_device():
             device = shared.nonfinite(loss, norm)
             assert host.item() == device.item() == float(not (loss.isfinite() and norm.isfinite()))
             assert shared.nonfinite(loss, norm) is not device  # its own tensor, to all-reduce
+
+
+def test_the_readout_gives_the_same_numbers_read_at_once_or_at_the_interval():
+    """Alone on the CPU what nonfinite() read is kept as numbers; a metric tensor still waits for
+    the interval's one stack. Across ranks everything waits. The steps read back alike."""
+    steps = [(torch.tensor(1.5), torch.tensor(0.25), {"accuracy": torch.tensor(0.5)}),
+             (torch.tensor(float("nan")), torch.tensor(2.0), {}),
+             (torch.tensor(0.75), torch.tensor(float("inf")), {"accuracy": torch.tensor(1, dtype=torch.int64)})]
+    read = []
+    for readout in (Readout(torch.device("cpu")), Readout(torch.device("cpu"), alone=False)):
+        for i, (loss, norm, metrics) in enumerate(steps):
+            readout.add(i + 1, 1e-3, {"loss": loss, "grad_norm": norm, "_skip": readout.nonfinite(loss, norm), **metrics})
+        read.append(readout.read())
+        assert len(readout) == 0
+    alone, shared = read
+    assert [(s, lr, sorted(v)) for s, lr, v in alone] == [(s, lr, sorted(v)) for s, lr, v in shared]
+    for (_, _, a), (_, _, b) in zip(alone, shared):
+        assert all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)  # NaN reads back as NaN
+    assert [v["_skip"] for _, _, v in alone] == [0.0, 1.0, 1.0] and alone[2][2]["accuracy"] == 1.0

@@ -34,6 +34,7 @@ class Readout:
         # is one of two constant tensors. Across ranks each step's flag is all-reduced in place:
         # it must be its own tensor.
         self._host_flags = (torch.zeros(()), torch.ones(())) if self.on_host and alone else None
+        self._read: dict[int, float] = {}  # id of a tensor nonfinite() read -> its value, until add()
 
     def nonfinite(self, loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
         """1.0 (float, on the device) if the loss or the gradient norm is NaN or infinite, else 0.0.
@@ -43,13 +44,21 @@ class Readout:
         Alone on a host device: the two values read, and a constant flag (never to be written).
         """
         if self._host_flags is not None:
-            return self._host_flags[not (math.isfinite(loss.item()) and math.isfinite(norm.item()))]
+            loss_v, norm_v = loss.item(), norm.item()
+            skip = not (math.isfinite(loss_v) and math.isfinite(norm_v))
+            flag = self._host_flags[skip]
+            self._read = {id(loss): loss_v, id(norm): norm_v, id(flag): float(skip)}  # for add(): no second read
+            return flag
         found = torch.zeros((), device=self._one.device)
         torch._amp_foreach_non_finite_check_and_unscale_([loss.float(), norm.float()], found, self._one)
         return found
 
     def add(self, step: int, lr: float, values: dict[str, torch.Tensor]) -> None:
-        self.pending.append((step, lr, list(values), list(values.values())))
+        numbers = list(values.values())
+        if self._read:  # alone on the CPU: the values nonfinite() has just read are kept as numbers
+            numbers = [self._read.get(id(v), v) for v in numbers]
+            self._read = {}
+        self.pending.append((step, lr, list(values), numbers))
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -59,13 +68,17 @@ class Readout:
         if not self.pending:
             return []
         values = [v for _, _, _, step_values in self.pending for v in step_values]
-        if not all(v.dtype == torch.float32 and v.dim() == 0 for v in values):  # a task's own dtype or shape
-            values = [v.detach().reshape(()).float() for v in values]
-        with torch.no_grad():
-            flat = torch.stack(values)  # one op, not three per value: ~1 us a step instead of ~9
-        if dist is not None:
-            flat = dist.mean_tensor(flat)  # the skip flags agree already: their mean is the flag
-        numbers = flat.tolist()  # the one device->host transfer
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]  # all of them, but alone on the CPU
+        if tensors:
+            if not all(v.dtype == torch.float32 and v.dim() == 0 for v in tensors):  # a task's own dtype or shape
+                tensors = [v.detach().reshape(()).float() for v in tensors]
+            with torch.no_grad():
+                flat = torch.stack(tensors)  # one op, not three per value: ~1 us a step instead of ~9
+            if dist is not None:
+                flat = dist.mean_tensor(flat)  # the skip flags agree already: their mean is the flag
+            read = iter(flat.tolist())  # the one device->host transfer
+            values = [next(read) if isinstance(v, torch.Tensor) else v for v in values]
+        numbers = values
         out, at = [], 0
         for step, lr, names, values in self.pending:
             out.append((step, lr, dict(zip(names, numbers[at:at + len(values)]))))
