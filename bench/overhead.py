@@ -38,12 +38,13 @@ most. Ends with a cProfile of one more specrun run (where the time goes), and sp
 own per-step code ranked by its share of it. ``--attribute`` times the pieces of work
 specrun's step adds, one by one; ``--ablate`` adds them to the plain loop, in the loop.
 
-Measured 2026-12-03 07:28-07:30 UTC, load average 4.1-4.6 (the machine was never quiet
-that morning), three runs of 4,000 pairs: median paired difference +11.1, +26.1, +13.8 us
-(ratios 1.013, 1.025, 1.016); difference of the medians +32.5, +48.9, +39.0 us; the
-calibration (plain against plain) read -7.5, -9.0, -15.1 us paired and -1.9, +0.5, -5.4 us
-by medians. So the target's figure is met in two runs of three but not beyond the noise;
-see docs/distributed.md. --attribute, hot: 8.2 us of added work a step.
+Measured 2026-12-03, 4,000 pairs a run: at load average 4.1-4.6 (07:28-07:30 UTC) the median
+paired difference read +11.1, +26.1, +13.8 us (ratios 1.013-1.025), the difference of the
+medians +32.5, +48.9, +39.0 us, the calibration -7.5, -9.0, -15.1 us paired and -1.9, +0.5,
+-5.4 us by medians; at load 1.5-2.1 (07:45-07:46, after the read-back change) +11.2, +28.3,
++12.6 us paired (ratios 1.015-1.026), +19.4, +45.8, +24.1 us by medians, calibration -6.9,
+-14.0, -9.0 / -4.9, -3.3, -4.9 us. So the target's figure is met in four runs of six, not
+beyond the noise; docs/distributed.md says where the rest goes. --attribute, hot: 6.4 us.
 
 ``--trackers`` logs to TensorBoard, MLflow (SQLite in a temp dir) and W&B (offline)
 as well; with ``--log-every 1`` every step sends a row to all three. Measured
