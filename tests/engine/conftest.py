@@ -102,6 +102,23 @@ def wait_rows(proc, run_dir, rows: int, timeout=180) -> None:
     pytest.fail("the run did not get going")
 
 
+def kill_launch(proc: subprocess.Popen) -> None:
+    """SIGKILL a `specrun run` of several processes as a dead machine would: the launcher and
+    every rank. torchrun starts the ranks in sessions of their own, so killing the launcher's
+    process group alone would leave them training (and holding the run directory's lock)."""
+    import psutil
+
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, _signal.SIGKILL)
+    for rank in ranks:
+        try:
+            rank.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(ranks, timeout=60)  # gone, and their lock on the run directory with them
+
+
 def two_processes_match_one(spec, tmp_path, steps: int, batch: int = 16) -> subprocess.CompletedProcess:
     """Run ``spec`` (two processes) in tmp_path/two and on one process with the same global
     ``batch`` in tmp_path/one: both finish and log steps 1..``steps`` with the same losses (to

@@ -13,7 +13,8 @@ import psutil
 import pytest
 import torch
 
-from .conftest import env, events, index_entries, run_cli, specrun_cmd, train_losses, two_processes_match_one
+from .conftest import (env, events, index_entries, kill_launch, run_cli, specrun_cmd, train_losses,
+                       two_processes_match_one)
 
 SPEC = """
 spec dist_test
@@ -96,8 +97,7 @@ def test_distributed_kill_and_resume(spec, tmp_path):
         if (run_dir / "checkpoints" / "step_8.pt").exists():
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as a crashed machine would
-    proc.wait()
+    kill_launch(proc)
     resumed = run_cli(spec, run_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert train_losses(run_dir, float) == pytest.approx(train_losses(tmp_path / "ref", float), rel=1e-5)
@@ -178,15 +178,7 @@ def test_fsdp_async_checkpoints_resume_exactly_and_a_kill_mid_write_keeps_the_pr
         time.sleep(0.05)
     listed = [e["file"] for e in index_entries(run_dir)]
     partial = (run_dir / "checkpoints" / ".step_8.pt.partial").is_dir()
-    ranks = psutil.Process(proc.pid).children(recursive=True)  # torchrun starts them in sessions of their own
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-write, as a dead machine would
-    for rank in ranks:
-        try:
-            rank.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    psutil.wait_procs(ranks, timeout=60)  # gone, and their lock on the run directory with them
+    kill_launch(proc)  # mid-write
     assert 11 in train_losses(run_dir), "training did not go on while step 8 was written"
     assert listed == ["step_4.pt"] and partial
     resumed = run_cli(path, run_dir)
