@@ -262,8 +262,8 @@ def signal_at(monkeypatch):
     original = Console.progress
     plan = {}
 
-    def progress(self, phase, step, *args, **kwargs):
-        original(self, phase, step, *args, **kwargs)
+    def progress(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
         sig = plan.get(step)
         if sig is not None:
             del plan[step]

@@ -64,8 +64,8 @@ def _at_steps(monkeypatch, actions: dict):
     """Call ``actions[step]()`` after optimizer step ``step`` (the loop's Console.progress)."""
     original = Console.progress
 
-    def progress(self, phase, step, *args, **kwargs):
-        original(self, phase, step, *args, **kwargs)
+    def progress(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
         if step in actions:
             actions.pop(step)()
 

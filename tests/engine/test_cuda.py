@@ -59,9 +59,9 @@ def syncs_per_step(monkeypatch):
         ended = {}  # step -> len(record) when it ended
         original = Console.progress
 
-        def progress(self, phase, done, *args, **kwargs):
+        def progress(self, done, *args, **kwargs):
             ended[done] = len(record)
-            return original(self, phase, done, *args, **kwargs)
+            return original(self, done, *args, **kwargs)
 
         monkeypatch.setattr(Console, "progress", progress)
         if DEVICE == "cuda":

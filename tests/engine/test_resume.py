@@ -89,8 +89,8 @@ def test_a_second_ctrl_c_stops_without_saving(tmp_path, monkeypatch):
 
     original = Console.progress
 
-    def progress(self, phase, step, *args):
-        original(self, phase, step, *args)
+    def progress(self, step, *args):
+        original(self, step, *args)
         if step == 3:
             import os
 

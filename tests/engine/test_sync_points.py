@@ -41,9 +41,9 @@ def sync_calls(monkeypatch):
     step = [1]  # the step in progress: Console.progress ends each one
     original_progress = Console.progress
 
-    def progress(self, phase, done, *args, **kwargs):
+    def progress(self, done, *args, **kwargs):
         step[0] = done + 1
-        return original_progress(self, phase, done, *args, **kwargs)
+        return original_progress(self, done, *args, **kwargs)
 
     monkeypatch.setattr(Console, "progress", progress)
     for name in SYNCING:

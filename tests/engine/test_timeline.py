@@ -4,10 +4,15 @@ by resolve_timeline, and the plan is never edited on the way."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from specrun.engine.timeline import DEFAULT_GUARD_EVERY, TimelineError, resolve_timeline
+from specrun.engine.clock import WallClock
+from specrun.engine.timeline import (DEFAULT_GUARD_EVERY, TimelineError, falls_due, next_decision,
+                                      resolve_timeline)
 
 from .conftest import FAST_SPEC, load_plan, make_run, write_spec
 
@@ -63,3 +68,42 @@ def test_setup_resolves_the_timeline_without_editing_the_plan(tmp_path):
     assert json.dumps(run.plan.to_json()) == before
     assert run.timeline == resolve_timeline(plan, per_epoch=16)
     assert (run.total_steps, run.per_epoch, run.every) == (24, 16, run.timeline.every)
+
+
+# ---- the steps that decide nothing ---------------------------------------------------------------
+
+TRIGGERS = st.one_of(st.integers(1, 9), st.tuples(st.just("micro_steps"), st.integers(1, 20)),
+                     st.tuples(st.just("epochs"), st.integers(1, 3)))
+EVERY = st.dictionaries(st.sampled_from(["log", "validation", "checkpoint", "memory"]),
+                        st.one_of(TRIGGERS, st.lists(TRIGGERS, min_size=2, max_size=3)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(every=EVERY, accumulate=st.integers(1, 4), per_epoch=st.integers(1, 30), start=st.integers(0, 40))
+def test_the_loop_skips_exactly_the_steps_on_which_nothing_falls(every, accumulate, per_epoch, start):
+    """next_decision is the first later step on which a trigger falls (falls_due) or an epoch
+    ends: never later (the loop would miss a log row, a check, an epoch's report), and never
+    earlier for step and micro-step triggers (or the quiet steps would not be quiet)."""
+    micro = start * accumulate
+    epoch_seen = micro // per_epoch
+    step = start
+    while True:
+        step += 1
+        micro += accumulate
+        epoch_done = micro // per_epoch if micro // per_epoch > epoch_seen else None
+        if epoch_done is not None or any(falls_due(every, s, step, epoch_done, (micro - accumulate, micro))
+                                         for s in every):
+            break
+    assert next_decision(every, start, start * accumulate, accumulate, per_epoch) == step
+
+
+def test_without_epochs_only_the_triggers_decide():
+    assert next_decision({"log": 10, "checkpoint": ("micro_steps", 7)}, 12, 36, 3, None) == 14  # micro 42 > 35
+    assert next_decision({"log": 10}, 12, 12, 1, None) == 20
+    assert next_decision({}, 12, 12, 1, None) == math.inf  # no trigger, no epochs: every step is quiet
+
+
+def test_a_wall_clock_is_asked_on_every_step():
+    """`checkpoint every 30min` cannot be predicted in steps (and across ranks it is a collective)."""
+    assert next_decision({"log": 100, "checkpoint": WallClock(1800)}, 5, 5, 1, None) == 6
+    assert next_decision({"checkpoint": [500, WallClock(1800)]}, 5, 5, 1, 1000) == 6

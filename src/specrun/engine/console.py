@@ -13,7 +13,7 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def _progress_text(phase: str, step: int, total: int | None, rate: float, loss: float | None,
+def _progress_text(step: int, total: int | None, phase: str, rate: float, loss: float | None,
                    key: tuple[str, float] | None) -> str:
     parts = [phase, f"step {step}" + (f"/{total}" if total else ""), f"{rate:.1f} steps/s"]
     if loss is not None:
@@ -52,18 +52,22 @@ class Console:
         self._write(("\r\x1b[2K" if self._line_open else "") + message + "\n")
         self._line_open = False
 
-    def progress(self, phase: str, step: int, total: int | None, rate: float, loss: float | None,
-                 key: tuple[str, float] | None) -> None:
+    def progress(self, step: int, total: int | None, details) -> None:
+        """The progress line at ``step`` of ``total``. ``details()`` gives (phase, steps/s, loss,
+        key metric) and is asked only when a line is drawn: called on every step, this must
+        cost next to nothing on the many steps that draw none."""
+        if self.quiet:
+            return
         now = time.monotonic()
         if self.live:
             if now - self._last_draw < 0.2:  # a terminal redraw per step would cost more than a tiny step
                 return
             self._last_draw = now
-            self._write("\r\x1b[2K" + _progress_text(phase, step, total, rate, loss, key))
+            self._write("\r\x1b[2K" + _progress_text(step, total, *details()))
             self._line_open = True
-        elif not self.quiet and self.plain_every and now - self._last_plain >= self.plain_every:
+        elif self.plain_every and now - self._last_plain >= self.plain_every:
             self._last_plain = now
-            self._write(_progress_text(phase, step, total, rate, loss, key) + "\n")
+            self._write(_progress_text(step, total, *details()) + "\n")
 
     def close(self) -> None:
         if self._line_open:

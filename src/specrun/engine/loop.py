@@ -15,8 +15,10 @@ Per step, in this order:
   7. memory guard, and the epoch's peak memory
   8. log row, then checkpoint (a kill between them loses nothing)
   9. console
-Steps 5-9 happen on a skipped step too. Nothing else waits for the device: a step
-where nothing is decided costs no host-device synchronisation. An interrupt (SIGINT/SIGTERM) is honoured
+Steps 5-9 happen on a skipped step too. A step before the next one on which anything can
+fall (a log row, a check, a checkpoint, an epoch's end: timeline.next_decision) goes from 3
+straight to 9, unless gates, a sweep or a background save look at every step. Nothing else
+waits for the device: a step where nothing is decided costs no host-device synchronisation. An interrupt (SIGINT/SIGTERM) is honoured
 between steps, never inside one.
 """
 
@@ -35,6 +37,7 @@ from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.readout import SKIP, Readout
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
+from specrun.engine.timeline import falls_due, next_decision
 from specrun.engine.step import micro_step, optimizer_step, rescale_grads, unscale_and_clip
 from specrun.engine.window import Window
 from specrun.spec.printer import format_expr
@@ -321,24 +324,6 @@ def _judge(judge, run: Run) -> None:
 
 # ---- logging --------------------------------------------------------------------------------
 
-def _due(every: dict, section: str, step: int, epoch_done: int | None, micro: tuple[int, int] = (0, 0)) -> bool:
-    """Whether `section.every` falls on this step: N steps, the step that completes every Nth
-    epoch, or the step whose micro-batches (``micro``: the count before and after it) pass a
-    multiple of N micro-steps."""
-    n = every.get(section)
-    if type(n) is int:  # the common case first: this runs for every section on every step
-        return step % n == 0
-    if isinstance(n, list):
-        return any(_due({section: one}, section, step, epoch_done, micro) for one in n)
-    if hasattr(n, "due"):  # a wall-clock interval (engine/clock.py): checkpoint every 30min
-        return n.due()
-    if isinstance(n, tuple) and n[0] == "micro_steps":
-        return micro[1] // n[1] > micro[0] // n[1]
-    if isinstance(n, tuple):
-        return epoch_done is not None and epoch_done % n[1] == 0
-    return n is not None and step % n == 0
-
-
 def _batch_tokens(batch: dict) -> int:
     ids = batch.get("input_ids")
     if ids is not None:
@@ -417,6 +402,8 @@ class _Loop:
     key_metric: str | None
     epoch_seen: int
     has_gates: bool  # a spec without gates skips their evaluation (and its bookkeeping) entirely
+    quiet_until: float = 0  # the next step on which anything can be decided (_quiet_until)
+    details: object = None  # () -> what the progress line shows (_progress_details)
 
     def epoch_done(self, run: Run) -> int | None:
         """The epoch this step completed, if it completed one (what `every N epochs` waits for)."""
@@ -441,12 +428,15 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
 
         # 1-3. forward/backward over the micro-batches, clip, optimizer and scheduler step
         _step(run, loop)
+        if c.step < loop.quiet_until:  # nothing falls on this step: its numbers stay on the device
+            _progress(run, loop)
+            continue
 
         # 4. does anything read this step's numbers? Then the host gets them, all pending
         # steps' at once (the one device-to-host sync of a step that decides something)
         epoch_done = loop.epoch_done(run)
         micro = (c.micro - run.plan.accumulate, c.micro)  # the micro-batches this step took
-        due = {section: _due(every, section, c.step, epoch_done, micro) for section in every}
+        due = {section: falls_due(every, section, c.step, epoch_done, micro) for section in every}
         if run.reads_every_step or _reads_now(run, c.step, due):
             read_back(run)
 
@@ -474,17 +464,23 @@ def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
 
         # 9. console, then the end of the run if a gate or the sweep says so
         _progress(run, loop)
-        if pruned:  # a trial given up early is not judged by the run's end-of-run expectations
-            _finish(run, window)
-            return Outcome("pruned", 0, pruned, c.step)
-        if stop_reason:
-            _finish(run, window)  # saved first: a broken expectation loses nothing
-            _judge(expectations.judge_end, run)
-            return Outcome("finished", 0, stop_reason, c.step)
+        if pruned or stop_reason:
+            return _stopped(run, pruned, stop_reason)
+        loop.quiet_until = _quiet_until(run, loop, watch)
 
     _finish(run, window)
     _judge(expectations.judge_end, run)
     return Outcome("finished", 0, f"finished {c.step} steps", c.step)
+
+
+def _stopped(run: Run, pruned: str | None, stop_reason: str | None) -> Outcome:
+    """The end a sweep's pruning or a stop gate called, the run saved first (a broken
+    expectation loses nothing). A pruned trial is not judged by the end-of-run expectations."""
+    _finish(run, run.window)
+    if pruned:
+        return Outcome("pruned", 0, pruned, run.counters.step)
+    _judge(expectations.judge_end, run)
+    return Outcome("finished", 0, stop_reason, run.counters.step)
 
 
 def _start(run: Run) -> _Loop:
@@ -499,13 +495,25 @@ def _start(run: Run) -> _Loop:
     run.train_model.train()
     run.readout = Readout(run.ctx.device, alone=run.dist is None)
     run.reads_every_step = reads_train_series(run)
-    return _Loop(
+    loop = _Loop(
         clip=plan.clip_grad_norm, drop_micro=plan.nonfinite.scope == "micro_batch",
         scale=1.0 / run.plan.accumulate, readout=run.readout,
         key_metric=next((f"train.{m}" for m in getattr(run.task, "metric_names", ())), None),
         epoch_seen=run.counters.micro // run.per_epoch if run.per_epoch else 0,
         has_gates=bool(plan.switches or plan.expectations or plan.stop is not None
                        or any(p.promote for a in plan.axes for p in a.phases)))
+    loop.details = lambda: _progress_details(run, loop)  # made once: asked only when a line is drawn
+    return loop
+
+
+def _quiet_until(run: Run, loop: _Loop, watch) -> float:
+    """The next step that can decide anything. The steps before it skip steps 4-8: no log row,
+    validation, checkpoint, memory check or epoch's end falls on them (timeline.next_decision).
+    Gates, a sweep's watch, a per-step read or a background save in flight look at every step."""
+    if loop.has_gates or watch is not None or run.reads_every_step or run.checkpointer.pending is not None:
+        return run.counters.step + 1
+    c = run.counters
+    return next_decision(run.every, c.step, c.micro, run.plan.accumulate, run.per_epoch)
 
 
 def _step(run: Run, loop: _Loop) -> None:
@@ -577,12 +585,16 @@ def _guard_memory(run: Run) -> None:
 
 
 def _progress(run: Run, loop: _Loop) -> None:
-    values = run.last_values  # of the last step the host has read: the console waits for nothing
-    window, key = run.window, loop.key_metric
+    run.console.progress(run.counters.step, run.total_steps, loop.details)
+
+
+def _progress_details(run: Run, loop: _Loop) -> tuple:
+    """(phase, steps/s, loss, key metric) for the progress line, from the last step the host
+    has read: the console waits for nothing."""
+    values, window, key = run.last_values, run.window, loop.key_metric
     phase = "/".join(run.curriculum.phase_names().values()) if run.curriculum.axes else "train"
-    run.console.progress(phase, run.counters.step, run.total_steps, window.steps / max(
-        time.perf_counter() - window.started, 1e-9), values.get("loss"),
-        (key, values[key[6:]]) if key and key[6:] in values else None)
+    rate = window.steps / max(time.perf_counter() - window.started, 1e-9)
+    return phase, rate, values.get("loss"), (key, values[key[6:]]) if key and key[6:] in values else None
 
 
 def _finish(run: Run, window: Window) -> None:

@@ -104,3 +104,43 @@ def _deadline(by, total: int | None, steps_per_epoch: int | None):
     if not isinstance(steps, int):
         raise TimelineError(f"expect ... by {by}: this task has no epochs to count")
     return steps
+
+
+def falls_due(every: dict, section: str, step: int, epoch_done: int | None, micro: tuple[int, int] = (0, 0)) -> bool:
+    """Whether `section.every` falls on this step: N steps, the step that completes every Nth
+    epoch, or the step whose micro-batches (``micro``: the count before and after it) pass a
+    multiple of N micro-steps."""
+    n = every.get(section)
+    if type(n) is int:  # the common case first: this runs for every section on every step
+        return step % n == 0
+    if isinstance(n, list):
+        return any(falls_due({section: one}, section, step, epoch_done, micro) for one in n)
+    if hasattr(n, "due"):  # a wall-clock interval (engine/clock.py): checkpoint every 30min
+        return n.due()
+    if isinstance(n, tuple) and n[0] == "micro_steps":
+        return micro[1] // n[1] > micro[0] // n[1]
+    if isinstance(n, tuple):
+        return epoch_done is not None and epoch_done % n[1] == 0
+    return n is not None and step % n == 0
+
+
+def next_decision(every: dict, step: int, micro: int, accumulate: int, per_epoch: int | None) -> float:
+    """The first step after ``step`` on which a trigger in ``every`` can fall, or an epoch can
+    end (``micro``: the micro-batches taken by the end of ``step``; every step takes
+    ``accumulate``). The steps before it decide nothing. A wall clock is asked on every step
+    (across ranks it is a collective): then the answer is the next step. ``math.inf``: never.
+    """
+    def passing(multiple: int) -> int:  # the step whose micro-batches pass the next multiple
+        target = (micro // multiple + 1) * multiple
+        return step + -(-(target - micro) // accumulate)
+
+    steps = [passing(per_epoch)] if per_epoch else []  # an epoch's end: its report, `every N epochs`
+    for trigger in every.values():
+        for one in trigger if isinstance(trigger, list) else [trigger]:
+            if type(one) is int:
+                steps.append((step // one + 1) * one)
+            elif isinstance(one, tuple) and one[0] == "micro_steps":
+                steps.append(passing(one[1]))
+            elif not (isinstance(one, tuple) and per_epoch):  # a wall clock
+                return step + 1
+    return min(steps, default=math.inf)
