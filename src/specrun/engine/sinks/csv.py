@@ -17,6 +17,9 @@ class MetricsCsv(Sink):
     def row(self, row: dict) -> None:
         self.log.write(row)
 
+    def close(self) -> None:
+        self.log.close()
+
 
 class SpecCsv(Sink):
     """The spec's extra CSV: each column ``name`` or ``name:source``, sources read from the row or the run."""
@@ -28,6 +31,9 @@ class SpecCsv(Sink):
 
     def row(self, row: dict) -> None:
         self.log.write({name: self._source(src, row) for name, src in self.pairs})
+
+    def close(self) -> None:
+        self.log.close()
 
     def _source(self, src: str, row: dict):
         from specrun.engine.guard import GB, used_bytes
