@@ -40,6 +40,7 @@ def window_sizes(gates) -> tuple[dict[str, int], set[tuple[str, float]], set[tup
 class History:
     def __init__(self, sizes: dict[str, int], emas: set[tuple[str, float]], plateaus=()):
         self.sizes = dict(sizes)
+        self.prefixes = {name.partition(".")[0] for name in self.sizes}  # "train", "val": what record_all keeps
         self.context = ex.Context()
         for name, alpha in emas:
             self.context.emas[(name, alpha)] = None
@@ -67,6 +68,8 @@ class History:
 
     def record_all(self, prefix: str, values: dict[str, float]) -> None:
         """Record the series something reads (a gate, the best checkpoint); the CSV has the rest."""
+        if prefix not in self.prefixes:  # the common case, replayed for every step: nothing reads them
+            return
         for k, v in values.items():
             name = f"{prefix}.{k}"
             if name in self.sizes:

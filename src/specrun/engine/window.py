@@ -21,7 +21,7 @@ class Window:
         self.last: dict[str, float] = {}  # the latest step's values: what a row reports as loss and lr
 
     def add(self, values: dict[str, float]) -> None:
-        self.last = dict(values)
+        self.last = values  # the caller's own dict (read_back makes one a step), not copied
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
             self.counts[k] = self.counts.get(k, 0) + 1
