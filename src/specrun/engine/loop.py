@@ -37,8 +37,8 @@ from specrun.engine.guard import GB, format_bytes, used_bytes
 from specrun.engine.readout import SKIP, Readout
 from specrun.engine.setup import Run
 from specrun.engine.state import snapshot
-from specrun.engine.timeline import falls_due, next_decision
 from specrun.engine.step import micro_step, optimizer_step, rescale_grads, unscale_and_clip
+from specrun.engine.timeline import falls_due, next_decision
 from specrun.engine.window import Window
 from specrun.spec.printer import format_expr
 
@@ -403,7 +403,7 @@ class _Loop:
     epoch_seen: int
     has_gates: bool  # a spec without gates skips their evaluation (and its bookkeeping) entirely
     quiet_until: float = 0  # the next step on which anything can be decided (_quiet_until)
-    details: object = None  # () -> what the progress line shows (_progress_details)
+    run: Run | None = None  # for progress_details, which the console calls with no arguments
 
     def epoch_done(self, run: Run) -> int | None:
         """The epoch this step completed, if it completed one (what `every N epochs` waits for)."""
@@ -411,6 +411,15 @@ class _Loop:
             self.epoch_seen = run.counters.micro // run.per_epoch
             return self.epoch_seen
         return None
+
+    def progress_details(self) -> tuple:
+        """(phase, steps/s, loss, key metric) for the progress line, asked only when one is
+        drawn; from the last step the host has read: the console waits for nothing."""
+        run, key = self.run, self.key_metric
+        values, window = run.last_values, run.window
+        phase = "/".join(run.curriculum.phase_names().values()) if run.curriculum.axes else "train"
+        rate = window.steps / max(time.perf_counter() - window.started, 1e-9)
+        return phase, rate, values.get("loss"), (key, values[key[6:]]) if key and key[6:] in values else None
 
 
 def train(run: Run, interrupt: Interrupt, watch=None) -> Outcome:
@@ -502,7 +511,7 @@ def _start(run: Run) -> _Loop:
         epoch_seen=run.counters.micro // run.per_epoch if run.per_epoch else 0,
         has_gates=bool(plan.switches or plan.expectations or plan.stop is not None
                        or any(p.promote for a in plan.axes for p in a.phases)))
-    loop.details = lambda: _progress_details(run, loop)  # made once: asked only when a line is drawn
+    loop.run = run
     return loop
 
 
@@ -585,16 +594,7 @@ def _guard_memory(run: Run) -> None:
 
 
 def _progress(run: Run, loop: _Loop) -> None:
-    run.console.progress(run.counters.step, run.total_steps, loop.details)
-
-
-def _progress_details(run: Run, loop: _Loop) -> tuple:
-    """(phase, steps/s, loss, key metric) for the progress line, from the last step the host
-    has read: the console waits for nothing."""
-    values, window, key = run.last_values, run.window, loop.key_metric
-    phase = "/".join(run.curriculum.phase_names().values()) if run.curriculum.axes else "train"
-    rate = window.steps / max(time.perf_counter() - window.started, 1e-9)
-    return phase, rate, values.get("loss"), (key, values[key[6:]]) if key and key[6:] in values else None
+    run.console.progress(run.counters.step, run.total_steps, loop.progress_details)
 
 
 def _finish(run: Run, window: Window) -> None:
