@@ -95,6 +95,15 @@ def test_progress_lines_without_a_terminal(tmp_path, monkeypatch):
     assert "steps/s" not in silent.stderr
 
 
+def test_the_progress_rate_counts_steps_between_log_rows(tmp_path, monkeypatch):
+    """Steps between log rows are read back only at the next row; the rate still counts them."""
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path, FAST_SPEC.replace("log { every 1 step }", "log { every 5 steps }"))
+    result = CliRunner().invoke(main, ["run", "spec.train", "--run-dir", "run", "--progress", "0.000001"])
+    rates = [float(line.split(" | ")[2].split()[0]) for line in result.stderr.splitlines() if "steps/s" in line]
+    assert len(rates) == 12 and min(rates) > 0, rates
+
+
 def test_progress_interval_from_the_spec(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_spec(tmp_path, FAST_SPEC.replace("log { every 1 step }", "log {\n  every 1 step\n  progress 1ms\n}"))

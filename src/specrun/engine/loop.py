@@ -404,6 +404,7 @@ class _Loop:
     has_gates: bool  # a spec without gates skips their evaluation (and its bookkeeping) entirely
     quiet_until: float = 0  # the next step on which anything can be decided (_quiet_until)
     run: Run | None = None  # for progress_details, which the console calls with no arguments
+    rate_mark: tuple = (0, 0.0)  # (step, perf_counter) at the last progress line drawn, or the start
 
     def epoch_done(self, run: Run) -> int | None:
         """The epoch this step completed, if it completed one (what `every N epochs` waits for)."""
@@ -416,9 +417,13 @@ class _Loop:
         """(phase, steps/s, loss, key metric) for the progress line, asked only when one is
         drawn; from the last step the host has read: the console waits for nothing."""
         run, key = self.run, self.key_metric
-        values, window = run.last_values, run.window
+        values = run.last_values
         phase = "/".join(run.curriculum.phase_names().values()) if run.curriculum.axes else "train"
-        rate = window.steps / max(time.perf_counter() - window.started, 1e-9)
+        # Steps taken since the last line, not the log window's steps: those are counted only
+        # when the host reads them back, at the next log row.
+        (step, then), now = self.rate_mark, time.perf_counter()
+        rate = (run.counters.step - step) / max(now - then, 1e-9)
+        self.rate_mark = (run.counters.step, now)
         return phase, rate, values.get("loss"), (key, values[key[6:]]) if key and key[6:] in values else None
 
 
@@ -511,7 +516,7 @@ def _start(run: Run) -> _Loop:
         epoch_seen=run.counters.micro // run.per_epoch if run.per_epoch else 0,
         has_gates=bool(plan.switches or plan.expectations or plan.stop is not None
                        or any(p.promote for a in plan.axes for p in a.phases)))
-    loop.run = run
+    loop.run, loop.rate_mark = run, (run.counters.step, time.perf_counter())
     return loop
 
 
