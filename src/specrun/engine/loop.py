@@ -18,8 +18,8 @@ Per step, in this order:
 Steps 5-9 happen on a skipped step too. A step before the next one on which anything can
 fall (a log row, a check, a checkpoint, an epoch's end: timeline.next_decision) goes from 3
 straight to 9, unless gates, a sweep or a background save look at every step. Nothing else
-waits for the device: a step where nothing is decided costs no host-device synchronisation. An interrupt (SIGINT/SIGTERM) is honoured
-between steps, never inside one.
+waits for the device: a step where nothing is decided costs no host-device synchronisation.
+An interrupt (SIGINT/SIGTERM) is honoured between steps, never inside one.
 """
 
 from __future__ import annotations

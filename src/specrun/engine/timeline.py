@@ -111,7 +111,7 @@ def falls_due(every: dict, section: str, step: int, epoch_done: int | None, micr
     epoch, or the step whose micro-batches (``micro``: the count before and after it) pass a
     multiple of N micro-steps."""
     n = every.get(section)
-    if type(n) is int:  # the common case first: this runs for every section on every step
+    if type(n) is int:  # the common case first
         return step % n == 0
     if isinstance(n, list):
         return any(falls_due({section: one}, section, step, epoch_done, micro) for one in n)
@@ -141,6 +141,6 @@ def next_decision(every: dict, step: int, micro: int, accumulate: int, per_epoch
                 steps.append((step // one + 1) * one)
             elif isinstance(one, tuple) and one[0] == "micro_steps":
                 steps.append(passing(one[1]))
-            elif not (isinstance(one, tuple) and per_epoch):  # a wall clock
+            elif not (isinstance(one, tuple) and per_epoch):  # a wall clock: not counted in steps
                 return step + 1
     return min(steps, default=math.inf)
